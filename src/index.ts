@@ -1,0 +1,4 @@
+// diffpure-ts public entry.
+
+export * from './autograd/index.js';
+export * from './tensor/index.js';

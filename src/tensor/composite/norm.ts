@@ -1,0 +1,101 @@
+// Normalisations (PyTorch semantics): variance, layer_norm, group_norm, batch_norm (inference).
+
+import { add, mul, rsqrt, square, sub } from '../prims/elementwise.js';
+import { mean, sum } from '../prims/reduce.js';
+import { reshape } from '../prims/shape.js';
+import { fmt, normAxes, type Shape, shapesEqual } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+
+/** Variance over `axes` with Bessel's correction `correction` (torch.var's default 1). */
+export function variance(
+  x: Tensor,
+  axes?: number | readonly number[],
+  opts: { keepdim?: boolean; correction?: number } = {},
+): Tensor {
+  const ax = normAxes('variance', axes, x.rank);
+  const n = ax.reduce((a, i) => a * (x.shape[i] as number), 1);
+  const c = opts.correction ?? 1;
+  if (n - c <= 0) throw new Error(`variance: ${n} elements with correction ${c} leave no degrees of freedom`);
+  const d = sub(x, mean(x, ax, true));
+  return mul(sum(square(d), ax, opts.keepdim ?? false), 1 / (n - c));
+}
+
+/** (x - mean) / sqrt(var + eps) over `axes` (biased variance, as the normalisation layers use). */
+function normalize(x: Tensor, axes: number[], eps: number): Tensor {
+  const d = sub(x, mean(x, axes, true));
+  const v = mean(square(d), axes, true);
+  return mul(d, rsqrt(add(v, eps)));
+}
+
+function checkParam(op: string, name: string, p: Tensor | undefined, shape: Shape): void {
+  if (p && !shapesEqual(p.shape, shape))
+    throw new Error(`${op}: ${name} has shape ${fmt(p.shape)}, expected ${fmt(shape)}`);
+}
+
+/** Affine per channel (axis 1) for NC... tensors. */
+function channelAffine(y: Tensor, weight: Tensor | undefined, bias: Tensor | undefined): Tensor {
+  const c = y.shape[1] as number;
+  const view = [c, ...y.shape.slice(2).map(() => 1)];
+  let out = y;
+  if (weight) out = mul(out, reshape(weight, view));
+  if (bias) out = add(out, reshape(bias, view));
+  return out;
+}
+
+/** torch.nn.functional.layer_norm over the trailing `normalizedShape` axes. */
+export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+  const k = normalizedShape.length;
+  if (k === 0 || k > x.rank || !shapesEqual(x.shape.slice(x.rank - k), normalizedShape)) {
+    throw new Error(
+      `layerNorm: normalizedShape ${fmt(normalizedShape)} does not match the trailing axes of x ${fmt(x.shape)}`,
+    );
+  }
+  checkParam('layerNorm', 'weight', weight, normalizedShape);
+  checkParam('layerNorm', 'bias', bias, normalizedShape);
+  let y = normalize(
+    x,
+    Array.from({ length: k }, (_, i) => x.rank - k + i),
+    eps,
+  );
+  if (weight) y = mul(y, weight);
+  if (bias) y = add(y, bias);
+  return y;
+}
+
+/** torch.nn.functional.group_norm: x [N, C, ...] in `numGroups` groups of channels. */
+export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+  if (x.rank < 2) throw new Error(`groupNorm: x must be [N, C, ...], got ${fmt(x.shape)}`);
+  const [n, c] = x.shape as [number, number];
+  if (!Number.isInteger(numGroups) || numGroups < 1 || c % numGroups) {
+    throw new Error(`groupNorm: ${c} channels of x ${fmt(x.shape)} cannot be split into ${numGroups} groups`);
+  }
+  checkParam('groupNorm', 'weight', weight, [c]);
+  checkParam('groupNorm', 'bias', bias, [c]);
+  const g = reshape(x, [n, numGroups, -1]);
+  const y = reshape(normalize(g, [2], eps), x.shape);
+  return channelAffine(y, weight, bias);
+}
+
+/** torch.nn.functional.batch_norm in inference mode: running statistics per channel (axis 1). */
+export function batchNorm(
+  x: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight?: Tensor,
+  bias?: Tensor,
+  eps = 1e-5,
+): Tensor {
+  if (x.rank < 2) throw new Error(`batchNorm: x must be [N, C, ...], got ${fmt(x.shape)}`);
+  const c = x.shape[1] as number;
+  for (const [name, p] of [
+    ['runningMean', runningMean],
+    ['runningVar', runningVar],
+  ] as const)
+    checkParam('batchNorm', name, p, [c]);
+  checkParam('batchNorm', 'weight', weight, [c]);
+  checkParam('batchNorm', 'bias', bias, [c]);
+  const y = channelAffine(x, undefined, undefined);
+  const centered = sub(y, reshape(runningMean, [c, ...x.shape.slice(2).map(() => 1)]));
+  const scaled = mul(centered, reshape(rsqrt(add(runningVar, eps)), [c, ...x.shape.slice(2).map(() => 1)]));
+  return channelAffine(scaled, weight, bias);
+}

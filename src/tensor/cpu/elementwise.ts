@@ -1,0 +1,120 @@
+// Elementwise cpu kernels: unary maps, broadcasting binary ops, where, cast.
+
+import type { TypedArray } from '../backend.js';
+import type { BinaryOp, UnaryAttrs } from '../prims/elementwise.js';
+import { shapesEqual } from '../shape.js';
+import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
+
+/**
+ * erf to float64 accuracy, so float64 gradient checks of gelu/erf are not limited by it.
+ * |x| < 3: the all-positive series 2/sqrt(pi) e^{-x^2} sum 2^n x^{2n+1} / (2n+1)!! (no cancellation);
+ * otherwise erfc by its continued fraction (modified Lentz), which converges fast there.
+ */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  if (z < 3) {
+    let term = z;
+    let sum = z;
+    for (let n = 1; n < 200 && term > 1e-17 * sum; n++) {
+      term *= (2 * z * z) / (2 * n + 1);
+      sum += term;
+    }
+    const r = (2 / Math.sqrt(Math.PI)) * Math.exp(-z * z) * sum;
+    return x < 0 ? -r : r;
+  }
+  // erfc(z) = e^{-z^2}/sqrt(pi) * 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + 2/(z + ...)))))
+  const tiny = 1e-300;
+  let f = z;
+  let c = z;
+  let d = 0;
+  for (let k = 1; k < 300; k++) {
+    const a = k / 2;
+    d = z + a * d;
+    d = d === 0 ? tiny : 1 / d;
+    c = z + a / c;
+    if (c === 0) c = tiny;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  const erfc = Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
+  return x < 0 ? erfc - 1 : 1 - erfc;
+}
+
+const sigmoid = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
+
+export const UNARY_FNS: Record<string, (x: number, a: UnaryAttrs) => number> = {
+  neg: (x) => -x,
+  abs: (x) => Math.abs(x),
+  sign: (x) => Math.sign(x),
+  exp: (x) => Math.exp(x),
+  log: (x) => Math.log(x),
+  sqrt: (x) => Math.sqrt(x),
+  rsqrt: (x) => 1 / Math.sqrt(x),
+  square: (x) => x * x,
+  sin: (x) => Math.sin(x),
+  cos: (x) => Math.cos(x),
+  tanh: (x) => Math.tanh(x),
+  sigmoid,
+  relu: (x) => (x > 0 ? x : 0),
+  silu: (x) => x * sigmoid(x),
+  gelu: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+  softplus: (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))),
+  erf,
+  floor: (x) => Math.floor(x),
+  affine: (x, a) => (a.scale as number) * x + (a.shift as number),
+  powScalar: (x, a) => x ** (a.exponent as number),
+};
+
+export const BINARY_FNS: Record<BinaryOp, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: (a, b) => a ** b,
+  maximum: (a, b) => (a >= b ? a : b),
+  minimum: (a, b) => (a <= b ? a : b),
+  eq: (a, b) => +(a === b),
+  ne: (a, b) => +(a !== b),
+  lt: (a, b) => +(a < b),
+  le: (a, b) => +(a <= b),
+  gt: (a, b) => +(a > b),
+  ge: (a, b) => +(a >= b),
+};
+
+const unary: CpuKernel = (ins, attrs: UnaryAttrs, out) => {
+  const f = UNARY_FNS[attrs.op];
+  if (!f) throw new Error(`cpu: unknown unary op '${attrs.op}'`);
+  const x = (ins[0] as CpuArg).data;
+  for (let i = 0; i < out.length; i++) out[i] = f(x[i] as number, attrs);
+};
+
+const binary: CpuKernel = (ins, attrs: { op: BinaryOp }, out, outShape) => {
+  const f = BINARY_FNS[attrs.op];
+  const [a, b] = ins as [CpuArg, CpuArg];
+  const ad = a.data;
+  const bd = b.data;
+  if (shapesEqual(a.shape, outShape) && shapesEqual(b.shape, outShape)) {
+    for (let i = 0; i < out.length; i++) out[i] = f(ad[i] as number, bd[i] as number);
+    return;
+  }
+  forEachBroadcast(outShape, [a.shape, b.shape], (i, o) => {
+    out[i] = f(ad[o[0] as number] as number, bd[o[1] as number] as number);
+  });
+};
+
+const where: CpuKernel = (ins, _attrs, out, outShape) => {
+  const [c, a, b] = ins as [CpuArg, CpuArg, CpuArg];
+  forEachBroadcast(outShape, [c.shape, a.shape, b.shape], (i, o) => {
+    out[i] =
+      (c.data[o[0] as number] as number) !== 0
+        ? (a.data[o[1] as number] as number)
+        : (b.data[o[2] as number] as number);
+  });
+};
+
+const cast: CpuKernel = (ins, _attrs, out: TypedArray) => {
+  out.set((ins[0] as CpuArg).data);
+};
+
+export const elementwiseKernels: Record<string, CpuKernel> = { unary, binary, where, cast };

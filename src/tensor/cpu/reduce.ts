@@ -1,0 +1,55 @@
+// Reductions on cpu. Sums accumulate in float64 whatever the dtype, so float32 results
+// carry one rounding, not K of them.
+
+import type { ArgAttrs, ReduceAttrs } from '../prims/reduce.js';
+import { reducedShape, sizeOf } from '../shape.js';
+import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
+
+const reduce: CpuKernel = (ins, attrs: ReduceAttrs, out) => {
+  const x = ins[0] as CpuArg;
+  const keep = reducedShape(x.shape, attrs.axes, true);
+  const acc = new Float64Array(out.length);
+  if (attrs.op === 'sum') {
+    forEachBroadcast(x.shape, [keep], (i, o) => {
+      acc[o[0] as number] += x.data[i] as number;
+    });
+  } else {
+    const isMax = attrs.op === 'max';
+    acc.fill(isMax ? -Infinity : Infinity);
+    forEachBroadcast(x.shape, [keep], (i, o) => {
+      const v = x.data[i] as number;
+      const j = o[0] as number;
+      const a = acc[j] as number;
+      // NaN propagates, as in PyTorch
+      if (Number.isNaN(v) || (isMax ? v > a : v < a)) acc[j] = v;
+      else if (Number.isNaN(a)) acc[j] = a;
+    });
+  }
+  out.set(acc);
+};
+
+const argreduce: CpuKernel = (ins, attrs: ArgAttrs, out) => {
+  const x = ins[0] as CpuArg;
+  const isMax = attrs.op === 'argmax';
+  // View x as [outer, n, inner] with n the reduced axis (or everything).
+  const a = attrs.axis;
+  const n = a === null ? x.data.length : (x.shape[a] as number);
+  const inner = a === null ? 1 : sizeOf(x.shape.slice(a + 1));
+  const outer = a === null ? 1 : sizeOf(x.shape.slice(0, a));
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      let best = 0;
+      let bv = x.data[o * n * inner + i] as number;
+      for (let k = 1; k < n && !Number.isNaN(bv); k++) {
+        const v = x.data[(o * n + k) * inner + i] as number;
+        if (Number.isNaN(v) || (isMax ? v > bv : v < bv)) {
+          best = k;
+          bv = v;
+        }
+      }
+      out[o * inner + i] = best;
+    }
+  }
+};
+
+export const reduceKernels: Record<string, CpuKernel> = { reduce, argreduce };
