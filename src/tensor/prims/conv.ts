@@ -5,7 +5,7 @@ import { apply } from '../runtime.js';
 import { fmt, type Shape } from '../shape.js';
 import type { Prim, Tensor } from '../tensor.js';
 import { add } from './elementwise.js';
-import { reshape } from './shape.js';
+import { reshape, slice } from './shape.js';
 
 /** Geometry shared by the three conv primitives. x: [N, C, H, W]; w: [O, C/groups, KH, KW]; y: [N, O, OH, OW]. */
 export interface ConvGeom {
@@ -39,7 +39,7 @@ export const conv2dInputPrim: Prim<ConvInputAttrs> = {
   vjp: (gx, { inputs, attrs }) => {
     const [gy, w] = inputs as [Tensor, Tensor];
     return [
-      gy.requiresGrad ? conv2dRaw(gx, w, attrs) : null,
+      gy.requiresGrad ? cropTo(conv2dRaw(gx, w, attrs), gy.shape) : null,
       w.requiresGrad ? conv2dWeight(gx, gy, { ...attrs, wShape: w.shape }) : null,
     ];
   },
@@ -52,10 +52,19 @@ export const conv2dWeightPrim: Prim<ConvWeightAttrs> = {
     const [x, gy] = inputs as [Tensor, Tensor];
     return [
       x.requiresGrad ? conv2dInput(gy, gw, { ...attrs, inShape: x.shape }) : null,
-      gy.requiresGrad ? conv2dRaw(x, gw, attrs) : null,
+      gy.requiresGrad ? cropTo(conv2dRaw(x, gw, attrs), gy.shape) : null,
     ];
   },
 };
+
+/**
+ * An input larger than the output needs (conv_transpose2d's output padding, or rows a stride
+ * skips) can give conv2d extra output positions that no gradient flows from: crop them.
+ */
+function cropTo(y: Tensor, shape: Shape): Tensor {
+  if (y.shape[2] === shape[2] && y.shape[3] === shape[3]) return y;
+  return slice(y, [null, null, [0, shape[2] as number], [0, shape[3] as number]]);
+}
 
 export function convOutSize(op: string, inSize: number, k: number, stride: number, pad: number, dil: number): number {
   const o = Math.floor((inSize + 2 * pad - dil * (k - 1) - 1) / stride) + 1;
@@ -84,11 +93,13 @@ function conv2dRaw(x: Tensor, w: Tensor, g: ConvGeom): Tensor {
   ]);
 }
 
-function conv2dInput(gy: Tensor, w: Tensor, a: ConvInputAttrs): Tensor {
+/** dL/dx of conv2d (torch.nn.grad.conv2d_input): gy [N, O, OH, OW], w [O, C/g, KH, KW] -> inShape. */
+export function conv2dInput(gy: Tensor, w: Tensor, a: ConvInputAttrs): Tensor {
   return apply(conv2dInputPrim, [gy, w], a, a.inShape);
 }
 
-function conv2dWeight(x: Tensor, gy: Tensor, a: ConvWeightAttrs): Tensor {
+/** dL/dw of conv2d (torch.nn.grad.conv2d_weight): x [N, C, H, W], gy [N, O, OH, OW] -> wShape. */
+export function conv2dWeight(x: Tensor, gy: Tensor, a: ConvWeightAttrs): Tensor {
   return apply(conv2dWeightPrim, [x, gy], a, a.wShape);
 }
 

@@ -1,0 +1,14 @@
+// The catalog of op cases shared by the cpu property tests and the webgpu parity tests.
+
+import type { OpCase } from '../harness/sample.js';
+import { convCases } from './conv.js';
+import { elementwiseCases } from './elementwise.js';
+import { linalgCases } from './linalg.js';
+import { reduceCases } from './reduce.js';
+
+export const allCases: OpCase[] = [
+  ...elementwiseCases,
+  ...(reduceCases as OpCase[]),
+  ...linalgCases,
+  ...(convCases as OpCase[]),
+];
