@@ -149,18 +149,7 @@ class ScopeStack {
 }
 const scopes = new ScopeStack();
 
-/** Anything tidy may return: tensors inside arrays/objects are kept, the rest disposed. */
-type Tidyable =
-  | Tensor
-  | readonly Tidyable[]
-  | { readonly [k: string]: unknown }
-  | number
-  | string
-  | boolean
-  | undefined
-  | null
-  | void;
-
+/** Tensors tidy keeps: those in the result, inside arrays and plain objects (any depth). */
 function collect(v: unknown, out: Set<Tensor>): void {
   if (v instanceof Tensor) out.add(v);
   else if (Array.isArray(v)) for (const x of v) collect(x, out);
@@ -172,7 +161,7 @@ function collect(v: unknown, out: Set<Tensor>): void {
  * Run fn and dispose every tensor it created, except those it returns (inside arrays or plain
  * objects) and those passed to keep(). Returned tensors move to the enclosing scope.
  */
-export function tidy<T extends Tidyable>(fn: () => T): T {
+export function tidy<T>(fn: () => T): T {
   const created = scopes.push();
   let result: T;
   try {

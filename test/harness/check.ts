@@ -72,7 +72,7 @@ export function normalHost(n: number, seed: number, stream: number): Float64Arra
   return tidy(() => Float64Array.from(randomNormal([n], { seed, stream }).dataSync(), (v) => Math.fround(v)));
 }
 
-const isDiff = (c: OpCase, i: number) => !c.noGrad && (c.diff?.[i] ?? true);
+const isDiff = <P>(c: OpCase<P>, i: number) => !c.noGrad && (c.diff?.[i] ?? true);
 
 function perturbed(
   inputs: readonly HostTensor[],
