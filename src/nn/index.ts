@@ -1,0 +1,3 @@
+export { constantInit, manualSeed, nextRandom, uniformInit } from './init.js';
+export * from './layers/basic.js';
+export { type HostTensor, type LoadResult, Module, Parameter } from './module.js';
