@@ -133,17 +133,25 @@ export function valueAndGrad<N extends number | readonly number[] = 0>(
   f: (...xs: Tensor[]) => Tensor,
   opts: GradOptions<N> = {},
 ): (...xs: Tensor[]) => { value: Tensor; grad: GradResult<N> } {
+  return valueAndGradNamed('valueAndGrad', f, opts);
+}
+
+function valueAndGradNamed<N extends number | readonly number[]>(
+  op: string,
+  f: (...xs: Tensor[]) => Tensor,
+  opts: GradOptions<N>,
+): (...xs: Tensor[]) => { value: Tensor; grad: GradResult<N> } {
   const argnums = opts.argnums ?? 0;
   const list = typeof argnums === 'number' ? [argnums] : [...(argnums as readonly number[])];
   return (...xs) => {
     for (const i of list) {
       if (!Number.isInteger(i) || i < 0 || i >= xs.length)
-        throw new Error(`valueAndGrad: argnums ${i} is out of range for ${xs.length} arguments`);
+        throw new Error(`${op}: argnums ${i} is out of range for ${xs.length} arguments`);
     }
-    if (!isGradEnabled()) throw new Error('valueAndGrad: called inside noGrad(); gradients cannot be recorded there');
-    const leaves = xs.map((x, i) => (list.includes(i) ? leaf(x, 'valueAndGrad') : x));
+    if (!isGradEnabled()) throw new Error(`${op}: called inside noGrad(); gradients cannot be recorded there`);
+    const leaves = xs.map((x, i) => (list.includes(i) ? leaf(x, op) : x));
     const { value, gs } = tidy(() => {
-      const y = checkScalar('valueAndGrad', f(...leaves));
+      const y = checkScalar(op, f(...leaves));
       const one = zerosLike(y);
       const seed = add(one, 1);
       const gs = backward(
@@ -164,7 +172,7 @@ export function grad<N extends number | readonly number[] = 0>(
   f: (...xs: Tensor[]) => Tensor,
   opts: GradOptions<N> = {},
 ): (...xs: Tensor[]) => GradResult<N> {
-  const vg = valueAndGrad(f, opts);
+  const vg = valueAndGradNamed('grad', f, opts);
   return (...xs) => {
     const { value, grad } = vg(...xs);
     value.dispose();

@@ -76,15 +76,19 @@ export function withGradMode<T>(enabled: boolean, fn: () => T): T {
 
 function checkInputs(op: string, inputs: readonly Tensor[], sameDtype: boolean): Backend {
   const first = inputs[0] as Tensor;
+  if (first.isDisposed) throw new Error(`${op}: input 0 ${fmt(first.shape)} was disposed and cannot be used`);
   const backend = first.backend;
   for (const [i, t] of inputs.entries()) {
+    if (t.isDisposed) throw new Error(`${op}: input ${i} ${fmt(t.shape)} was disposed and cannot be used`);
     if (t.backend !== backend) {
       throw new Error(
         `${op}: input ${i} is on '${t.backend.name}' but input 0 is on '${backend.name}'; move tensors with toBackend()`,
       );
     }
     if (sameDtype && t.dtype !== first.dtype) {
-      throw new Error(`${op}: input ${i} is ${t.dtype} but input 0 is ${first.dtype}; cast with astype()`);
+      throw new Error(
+        `${op}: input ${i} ${fmt(t.shape)} is ${t.dtype} but input 0 ${fmt(first.shape)} is ${first.dtype}; cast with astype()`,
+      );
     }
   }
   return backend;
@@ -114,7 +118,9 @@ export function apply<A>(
   outShape: Shape,
   opts: ApplyOptions = {},
 ): Tensor {
-  const backend = checkInputs(prim.name, inputs, !opts.mixedDtypes);
+  // errors name the user-facing op (exp, max, ...) where the primitive is a family (unary, reduce)
+  const label = typeof (attrs as { op?: unknown })?.op === 'string' ? (attrs as { op: string }).op : prim.name;
+  const backend = checkInputs(label, inputs, !opts.mixedDtypes);
   const dtype = opts.dtype ?? (inputs[0] as Tensor).dtype;
   if (!backend.dtypes.includes(dtype)) {
     throw new Error(

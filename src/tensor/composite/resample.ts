@@ -33,25 +33,38 @@ interface SizeOpts {
   scaleFactor?: number;
 }
 
-function outSize(op: string, h: number, w: number, o: SizeOpts): [number, number] {
-  if (o.size) return o.size;
-  if (o.scaleFactor && o.scaleFactor > 0) return [Math.floor(h * o.scaleFactor), Math.floor(w * o.scaleFactor)];
+/**
+ * Output size and the input-per-output step: PyTorch uses in/out for `size` but 1/scaleFactor
+ * when a scale factor is given (recompute_scale_factor unset), which differ when in*scale is fractional.
+ */
+function outSize(op: string, h: number, w: number, o: SizeOpts): { oh: number; ow: number; sh: number; sw: number } {
+  if (o.size) {
+    const [oh, ow] = o.size;
+    if (!(Number.isInteger(oh) && Number.isInteger(ow) && oh > 0 && ow > 0))
+      throw new Error(`${op}: size [${o.size}] must be positive integers`);
+    return { oh, ow, sh: h / oh, sw: w / ow };
+  }
+  if (o.scaleFactor && o.scaleFactor > 0) {
+    const oh = Math.floor(h * o.scaleFactor);
+    const ow = Math.floor(w * o.scaleFactor);
+    if (oh < 1 || ow < 1) throw new Error(`${op}: scaleFactor ${o.scaleFactor} gives an empty output for ${h}x${w}`);
+    return { oh, ow, sh: 1 / o.scaleFactor, sw: 1 / o.scaleFactor };
+  }
   throw new Error(`${op}: give size or a positive scaleFactor`);
 }
 
-/** F.interpolate(mode='nearest'): source index floor(dst * in / out). */
+/** F.interpolate(mode='nearest'): source index floor(dst * step). */
 export function upsampleNearest2d(x: Tensor, opts: SizeOpts): Tensor {
   const [, , h, w] = check4d('upsampleNearest2d', x);
-  const [oh, ow] = outSize('upsampleNearest2d', h, w, opts);
-  const idx = (n: number, on: number) =>
-    Array.from({ length: on }, (_, i) => Math.min(Math.floor((i * n) / on), n - 1));
-  return indexSelect(indexSelect(x, 2, idx(h, oh)), 3, idx(w, ow));
+  const { oh, ow, sh, sw } = outSize('upsampleNearest2d', h, w, opts);
+  const idx = (n: number, on: number, step: number) =>
+    Array.from({ length: on }, (_, i) => Math.min(Math.floor(i * step), n - 1));
+  return indexSelect(indexSelect(x, 2, idx(h, oh, sh)), 3, idx(w, ow, sw));
 }
 
 /** Row i maps output i to inputs under F.interpolate(mode='bilinear', align_corners=False). */
-function interpMatrix(n: number, on: number, like: Tensor): Tensor {
+function interpMatrix(n: number, on: number, scale: number, like: Tensor): Tensor {
   const m = new Float64Array(on * n);
-  const scale = n / on;
   for (let i = 0; i < on; i++) {
     const src = Math.max((i + 0.5) * scale - 0.5, 0);
     const i0 = Math.min(Math.floor(src), n - 1);
@@ -66,8 +79,8 @@ function interpMatrix(n: number, on: number, like: Tensor): Tensor {
 /** F.interpolate(mode='bilinear', align_corners=False) as A_h @ x @ A_w^T. */
 export function upsampleBilinear2d(x: Tensor, opts: SizeOpts): Tensor {
   const [, , h, w] = check4d('upsampleBilinear2d', x);
-  const [oh, ow] = outSize('upsampleBilinear2d', h, w, opts);
-  return matmul(interpMatrix(h, oh, x), matmul(x, transpose(interpMatrix(w, ow, x))));
+  const { oh, ow, sh, sw } = outSize('upsampleBilinear2d', h, w, opts);
+  return matmul(interpMatrix(h, oh, sh, x), matmul(x, transpose(interpMatrix(w, ow, sw, x))));
 }
 
 /**

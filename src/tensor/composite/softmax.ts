@@ -2,14 +2,16 @@
 // The max subtracted for stability is detached: it cancels exactly in value and derivative.
 
 import { detach } from '../../autograd/engine.js';
-import { add, div, exp, log, sub } from '../prims/elementwise.js';
+import { abs, add, div, eq, exp, log, sub, where } from '../prims/elementwise.js';
 import { max, sum } from '../prims/reduce.js';
 import { squeeze } from '../prims/shape.js';
 import { normAxis } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 
+/** The detached max along axis; 0 where it is infinite (an all -inf slice), so x - m stays -inf, not NaN. */
 function stableMax(x: Tensor, axis: number): Tensor {
-  return detach(max(x, axis, true));
+  const m = detach(max(x, axis, true));
+  return where(eq(abs(m), Number.POSITIVE_INFINITY), 0, m);
 }
 
 export function logsumexp(x: Tensor, axis: number, keepdim = false): Tensor {

@@ -186,8 +186,12 @@ function binary(op: BinaryOp, a: TensorLike, b: TensorLike): Tensor {
     if (op === 'sub') return affine(y, -1, a);
     a = scalarLike(a, y);
   }
-  const shape = broadcastShapes(op, a.shape, (b as Tensor).shape);
-  return apply(binaryPrim, [a, b as Tensor], { op }, shape);
+  const tb = b as Tensor;
+  if (a.dtype !== tb.dtype) {
+    throw new Error(`${op}: a ${fmt(a.shape)} is ${a.dtype} but b ${fmt(tb.shape)} is ${tb.dtype}; cast with astype()`);
+  }
+  const shape = broadcastShapes(op, a.shape, tb.shape);
+  return apply(binaryPrim, [a, tb], { op }, shape);
 }
 
 export const add = (a: TensorLike, b: TensorLike) => binary('add', a, b);
@@ -208,7 +212,8 @@ export const ge = (a: TensorLike, b: TensorLike) => binary('ge', a, b);
 /** Clamp to [lo, hi]; either bound may be omitted. The gradient passes where lo < x < hi. */
 export function clamp(x: Tensor, lo?: number, hi?: number): Tensor {
   if (lo !== undefined && hi !== undefined && lo > hi) throw new Error(`clamp: lo ${lo} is greater than hi ${hi}`);
-  if (Number.isNaN(lo) || Number.isNaN(hi)) throw new Error('clamp: bounds must not be NaN');
+  if (Number.isNaN(lo)) throw new Error('clamp: lower bound lo is NaN');
+  if (Number.isNaN(hi)) throw new Error('clamp: upper bound hi is NaN');
   let y = x;
   if (lo !== undefined) y = maximum(y, lo);
   if (hi !== undefined) y = minimum(y, hi);

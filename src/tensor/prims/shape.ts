@@ -220,6 +220,7 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   if (xs.length === 0) throw new Error('concat: needs at least one tensor');
   for (const [i, t] of xs.entries()) checkTensor('concat', `xs[${i}]`, t);
   const first = xs[0] as Tensor;
+  if (first.rank === 0) throw new Error('concat: zero-dimensional tensors cannot be concatenated; use stack');
   const a = normAxis('concat', axis, first.rank);
   let total = 0;
   for (const [i, t] of xs.entries()) {
@@ -322,6 +323,7 @@ function checkIndex(op: string, x: Shape, axis: number, index: Tensor): void {
 export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   checkTensor('gather', 'x', x);
   checkTensor('gather', 'index', index);
+  if (x.rank === 0) throw new Error('gather: x must have at least one axis, got a zero-dimensional tensor');
   const a = normAxis('gather', axis, x.rank);
   checkIndex('gather', x.shape, a, index);
   return apply(gatherPrim, [x, index], { axis: a }, index.shape);
