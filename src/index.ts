@@ -2,3 +2,4 @@
 
 export * from './autograd/index.js';
 export * from './tensor/index.js';
+export * as nn from './nn/index.js';

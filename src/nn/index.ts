@@ -1,3 +1,4 @@
 export { constantInit, manualSeed, nextRandom, uniformInit } from './init.js';
 export * from './layers/basic.js';
-export { type HostTensor, type LoadResult, Module, Parameter } from './module.js';
+export * from './io/index.js';
+export { type HostWeights, type LoadResult, Module, Parameter } from './module.js';

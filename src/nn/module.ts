@@ -15,11 +15,13 @@ export class Parameter {
   ) {}
 }
 
-/** Host-side tensor data as read from a checkpoint. */
-export interface HostTensor {
+/** Host-side weights (a checkpoint's HostTensor, or any shape + numbers). */
+export interface HostWeights {
   readonly shape: readonly number[];
   readonly data: ArrayLike<number>;
 }
+/** @deprecated alias kept while callers move to HostWeights (io's HostTensor adds a dtype). */
+export type HostTensor = HostWeights;
 
 export interface LoadResult {
   missingKeys: string[];
@@ -105,7 +107,7 @@ export abstract class Module {
    * lists the missing keys, unexpected keys and shape mismatches, as torch's load_state_dict does.
    * Non-strict: load what matches by name (shape mismatches still fail) and report the rest.
    */
-  loadStateDict(sd: ReadonlyMap<string, HostTensor | Tensor>, opts: { strict?: boolean } = {}): LoadResult {
+  loadStateDict(sd: ReadonlyMap<string, HostWeights | Tensor>, opts: { strict?: boolean } = {}): LoadResult {
     const strict = opts.strict ?? true;
     const slots = new Map(this.namedSlots().filter(([, p]) => p.persistent));
     const missingKeys = [...slots.keys()].filter((k) => !sd.has(k));
