@@ -1,5 +1,7 @@
 // diffpure-ts public entry.
 
+export * from './adjoint/index.js';
 export * from './autograd/index.js';
-export * from './tensor/index.js';
 export * as nn from './nn/index.js';
+export * as sde from './sde/index.js';
+export * from './tensor/index.js';

@@ -20,8 +20,6 @@ export interface HostWeights {
   readonly shape: readonly number[];
   readonly data: ArrayLike<number>;
 }
-/** @deprecated alias kept while callers move to HostWeights (io's HostTensor adds a dtype). */
-export type HostTensor = HostWeights;
 
 export interface LoadResult {
   missingKeys: string[];

@@ -12,7 +12,7 @@ import { countElements, detectCheckpointKind, extractStateDict } from '../../src
 import { isDict, isTuple, type PyGlobal, type PyValue, unpickle } from '../../src/nn/io/pickle.js';
 import { checkpointAllowList, listTensors, loadTorchCheckpoint, readTorchArchive } from '../../src/nn/io/torch.js';
 import type { HostTensor, StateDict } from '../../src/nn/io/types.js';
-import type { HostTensor as ModuleHostTensor } from '../../src/nn/module.js';
+import type { HostWeights as ModuleHostTensor } from '../../src/nn/module.js';
 import { DATA, expectCleanOutcome, FIXTURES, type Mutation, mutate, readJson, sha256, sum } from './helpers.js';
 
 const asMap = (v: unknown) => {

@@ -1,0 +1,169 @@
+// One fixed step of each integrator, written with tensor ops so autograd can differentiate it
+// (autograd through sdeint, and the 'exact' adjoint, which replays these steps under vjp).
+// Formulas and float32 operation order follow torchsde 0.2.6 (_core/methods/*.py).
+//
+//   euler     Ito Euler-Maruyama: y + f dt + g dW. Strong order 0.5 (1.0 for additive noise).
+//   milstein  diagonal/additive noise, Ito (or Stratonovich): euler + 1/2 g g' (dW^2 - dt) (dW^2).
+//             Strong order 1.0. g' = dg_i/dx_i from sde.dgdx, or one VJP of g (see below).
+//   heun      Stratonovich Heun (predictor-corrector). Strong order 1.0 for diagonal noise.
+//   sra1      Roessler's SRA1 for additive noise (torchsde's 'srk' on additive SDEs): two stages,
+//             needs W and U = int (W(s) - W(t0)) ds of each step. Strong order 1.5.
+
+import { backward, detach, noGrad } from '../autograd/engine.js';
+import { onesLike } from '../tensor/prims/creation.js';
+import { add, mul, square, sub } from '../tensor/prims/elementwise.js';
+import { isGradEnabled, withGradMode } from '../tensor/runtime.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { BrownianMotion } from './brownian.js';
+import { f32 } from './time.js';
+import type { SDE } from './types.js';
+
+export type Method = 'euler' | 'milstein' | 'heun' | 'sra1';
+export const METHODS: readonly Method[] = ['euler', 'milstein', 'heun', 'sra1'];
+
+/** Strong order of each method on each noise type (torchsde's table). */
+export function strongOrder(method: Method, noiseType: SDE['noiseType']): number {
+  if (method === 'euler') return noiseType === 'additive' ? 1 : 0.5;
+  if (method === 'sra1') return 1.5;
+  return 1;
+}
+
+/** Is `leaf` among the tensors `out` was computed from (through recorded ops)? */
+export function dependsOn(out: Tensor, leaf: Tensor): boolean {
+  const seen = new Set<Tensor>();
+  const stack = [out];
+  while (stack.length) {
+    const t = stack.pop() as Tensor;
+    if (t === leaf) return true;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    for (const i of t.node?.inputs ?? []) if (i.requiresGrad) stack.push(i);
+  }
+  return false;
+}
+
+/** Does g(t, .) depend on the state? Decided once per solve by tracing one evaluation. */
+export function diffusionDependsOnState(sde: SDE, t: number, x: Tensor): boolean {
+  if (sde.noiseType === 'additive') return false;
+  return withGradMode(true, () => {
+    const leaf = detach(x);
+    leaf.requiresGrad = true;
+    const g = sde.g(t, leaf);
+    const dep = dependsOn(g, leaf);
+    g.dispose();
+    leaf.dispose();
+    return dep;
+  });
+}
+
+/**
+ * dg_i/dx_i at (t, x): sde.dgdx when given (differentiable); otherwise one VJP of g with a
+ * cotangent of ones, which is exact for diagonal noise but is a constant to any enclosing
+ * autograd, so it is refused while gradients are being recorded through x.
+ */
+export function diffusionDerivative(sde: SDE, t: number, x: Tensor, what: string): Tensor {
+  if (sde.dgdx) return sde.dgdx(t, x);
+  if (isGradEnabled() && x.requiresGrad) {
+    throw new Error(
+      `${what}: g depends on the state, and differentiating through this needs dg/dx as tensor ops; ` +
+        'give the SDE a dgdx(t, x) method (elementwise dg_i/dx_i)',
+    );
+  }
+  return withGradMode(true, () => {
+    const leaf = detach(x);
+    leaf.requiresGrad = true;
+    const g = sde.g(t, leaf);
+    const [d] = backward([g], [onesLike(g)], [leaf]);
+    g.dispose();
+    leaf.dispose();
+    return d as Tensor;
+  });
+}
+
+export interface StepperOptions {
+  /** Whether g depends on x (skips Milstein terms when false); traced on first use when omitted. */
+  gDependsOnState?: boolean;
+}
+
+/** y_(k+1) from y_k over [t0, t1]. */
+export type Stepper = (t0: number, t1: number, y: Tensor) => Tensor;
+
+export function checkMethod(op: string, sde: SDE, method: Method): void {
+  if (!METHODS.includes(method)) throw new Error(`${op}: unknown method '${method}'; one of ${METHODS.join(', ')}`);
+  const { noiseType, sdeType } = sde;
+  if (!['diagonal', 'additive', 'scalar'].includes(noiseType))
+    throw new Error(`${op}: unknown noise type '${noiseType}' (diagonal, additive or scalar)`);
+  if (sdeType !== 'ito' && sdeType !== 'stratonovich')
+    throw new Error(`${op}: unknown SDE type '${sdeType}' (ito or stratonovich)`);
+  // For additive noise the Ito and Stratonovich readings coincide, so any method fits.
+  const additive = noiseType === 'additive';
+  if ((method === 'euler' || method === 'sra1') && sdeType !== 'ito' && !additive)
+    throw new Error(`${op}: method '${method}' integrates Ito SDEs; use 'heun' or 'milstein' for Stratonovich`);
+  if (method === 'heun' && sdeType !== 'stratonovich' && !additive)
+    throw new Error(`${op}: method 'heun' integrates Stratonovich SDEs; use 'euler' or 'milstein' for Ito`);
+  if (method === 'milstein' && noiseType === 'scalar')
+    throw new Error(`${op}: method 'milstein' supports diagonal and additive noise, not scalar`);
+  if (method === 'sra1' && !additive)
+    throw new Error(`${op}: method 'sra1' needs additive noise (noiseType 'additive'), got '${noiseType}'`);
+}
+
+export function makeStepper(sde: SDE, method: Method, bm: BrownianMotion, opts: StepperOptions = {}): Stepper {
+  checkMethod('sdeint', sde, method);
+  let gDep = opts.gDependsOnState;
+  const stateDependent = (t: number, y: Tensor) => {
+    if (gDep === undefined) gDep = noGrad(() => diffusionDependsOnState(sde, t, y));
+    return gDep;
+  };
+
+  switch (method) {
+    case 'euler':
+      return (t0, t1, y) => {
+        const dt = f32(t1 - t0);
+        const dW = bm.increment(t0, t1);
+        return add(add(y, mul(sde.f(t0, y), dt)), mul(sde.g(t0, y), dW));
+      };
+
+    case 'milstein':
+      return (t0, t1, y) => {
+        const dt = f32(t1 - t0);
+        const dW = bm.increment(t0, t1);
+        const g = sde.g(t0, y);
+        const y1 = add(add(y, mul(sde.f(t0, y), dt)), mul(g, dW));
+        if (!stateDependent(t0, y)) return y1;
+        const v = sde.sdeType === 'ito' ? sub(square(dW), dt) : square(dW);
+        const gp = diffusionDerivative(sde, t0, y, 'milstein');
+        return add(y1, mul(mul(mul(g, gp), v), 0.5));
+      };
+
+    case 'heun':
+      return (t0, t1, y) => {
+        const dt = f32(t1 - t0);
+        const dW = bm.increment(t0, t1);
+        const f0 = sde.f(t0, y);
+        const gw0 = mul(sde.g(t0, y), dW);
+        const yp = add(add(y, mul(f0, dt)), gw0);
+        const f1 = sde.f(t1, yp);
+        const gw1 = mul(sde.g(t1, yp), dW);
+        return add(y, mul(add(add(mul(add(f0, f1), dt), gw0), gw1), 0.5));
+      };
+
+    case 'sra1':
+      return (t0, t1, y) => {
+        const spaceTime = bm.spaceTime?.bind(bm);
+        if (!spaceTime) throw new Error("sdeint: method 'sra1' needs a Brownian motion with spaceTime()");
+        const dt = f32(t1 - t0);
+        const { W, U } = spaceTime(t0, t1);
+        const Ur = mul(U, f32(1 / dt));
+        // tableau (torchsde tableaus/sra1.py): C0 = (0, 3/4), C1 = (1, 0), A0[1][0] = 3/4,
+        // B0[1][0] = 3/2, alpha = (1/3, 2/3), beta1 = (1, 0), beta2 = (-1, 1)
+        const tA = f32(t0 + dt); // t0 + C1[0] dt
+        const tB = f32(t0 + f32(0.75 * dt)); // t0 + C0[1] dt
+        const f0 = sde.f(t0, y);
+        const gA = sde.g(tA, y);
+        const y1 = add(add(y, mul(f0, f32(dt / 3))), mul(gA, sub(W, Ur)));
+        const h1 = add(add(y, mul(f0, f32(0.75 * dt))), mul(mul(gA, Ur), 1.5));
+        const f1 = sde.f(tB, h1);
+        return add(add(y1, mul(f1, f32((2 / 3) * dt))), mul(sde.g(t0, y), Ur));
+      };
+  }
+}
