@@ -23,7 +23,7 @@ if (existsSync(srcDir) && (!existsSync(cli) || statSync(cli).mtimeMs < newestMti
   await build({ quiet: true });
 }
 if (!existsSync(cli)) {
-  console.error('diffpure: dist/cli.mjs not found and could not be built (is src/diffpure/cli.ts present?)');
+  console.error('diffpure: dist/cli.mjs not found and could not be built (is src/diffpure/bin.ts present?)');
   process.exit(1);
 }
 await import(pathToFileURL(cli).href);

@@ -8,7 +8,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Returns [entry, outfile] pairs relative to the repository root. */
 export function entryPoints() {
-  const entries = [['src/diffpure/cli.ts', 'dist/cli.mjs']];
+  const entries = [['src/diffpure/bin.ts', 'dist/cli.mjs']];
   const benchDir = join(root, 'bench');
   if (existsSync(benchDir)) {
     for (const f of readdirSync(benchDir).sort()) {

@@ -1,14 +1,43 @@
 // The `diffpure` command line: one binary, subcommands, --help on each, --json for machines.
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { getBackend, initBackend, registeredBackends } from '../tensor/index.js';
+import { readNpy, writeNpy, writeSafetensors } from '../nn/io/index.js';
+import { buildShapeOnly } from '../nn/meta.js';
+import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '../tensor/index.js';
 import { fitSineDemo } from './demo.js';
+import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
 
 interface Command {
   summary: string;
   usage: string;
   options: NonNullable<Parameters<typeof parseArgs>[0]>['options'];
-  run(values: Record<string, string | boolean | undefined>): Promise<void>;
+  /** Number of positional arguments the command takes. */
+  positionals?: number;
+  run(values: Record<string, string | boolean | undefined>, positionals: string[]): Promise<void>;
+}
+
+function modelKind(v: unknown): ModelKind {
+  if (!MODEL_KINDS.includes(v as ModelKind))
+    throw new Error(`--model must be one of ${MODEL_KINDS.join(', ')}, got '${v ?? ''}'`);
+  return v as ModelKind;
+}
+
+function readConfig(kind: ModelKind, path: unknown): unknown {
+  if (path === undefined) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(String(path), 'utf8'));
+  } catch (e) {
+    throw new Error(`--config '${path}': ${e instanceof Error ? e.message : e}`);
+  }
+  return checkConfig(kind, json);
+}
+
+function required(v: Record<string, unknown>, name: string): string {
+  const x = v[name];
+  if (typeof x !== 'string' || x.length === 0) throw new Error(`--${name} is required`);
+  return x;
 }
 
 const commands: Record<string, Command> = {
@@ -38,6 +67,64 @@ const commands: Record<string, Command> = {
         console.log(`  ${name}: ${i.available ? `available (${i.dtypes?.join(', ')})` : `unavailable: ${i.reason}`}`);
         if (i.device) console.log(indent(JSON.stringify(i.device, null, 2), 4));
       }
+    },
+  },
+  convert: {
+    summary: 'convert an official PyTorch checkpoint to safetensors (score_sde: the EMA weights)',
+    usage: 'diffpure convert <in.pth> <out.safetensors> --model ddpmpp|adm|wrn|resnet [--config cfg.json]',
+    options: { model: { type: 'string' }, config: { type: 'string' } },
+    positionals: 2,
+    async run(v, pos) {
+      const [input, output] = pos as [string, string];
+      const kind = modelKind(v.model);
+      const config = readConfig(kind, v.config);
+      // shape-only: the keys, names and shapes the checkpoint must fill, without allocating weights
+      const module = await buildShapeOnly(() => buildModule(kind, config));
+      const sd = checkpointStateDict(kind, module, input);
+      module.loadStateDict(sd); // strict: the file is complete and every shape is right
+      writeSafetensors(output, sd, {
+        format: 'pt',
+        model: kind,
+        ...(config ? { config: JSON.stringify(config) } : {}),
+      });
+      const n = [...sd.values()].reduce((a, t) => a + t.data.length, 0);
+      console.log(`${input} -> ${output}: ${sd.size} tensors, ${n} values (${kind})`);
+    },
+  },
+  forward: {
+    summary: 'run a network on x.npy (and t.npy) and write its raw output, to compare with PyTorch',
+    usage:
+      'diffpure forward --model ddpmpp|adm|wrn|resnet [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]',
+    options: {
+      model: { type: 'string' },
+      config: { type: 'string' },
+      weights: { type: 'string' },
+      x: { type: 'string' },
+      t: { type: 'string' },
+      out: { type: 'string' },
+      backend: { type: 'string', default: 'cpu' },
+    },
+    async run(v) {
+      const kind = modelKind(v.model);
+      const backend = String(v.backend);
+      await initBackend(backend);
+      const net = await loadNetwork(kind, readConfig(kind, v.config), required(v, 'weights'), backend);
+      const xs = readNpy(required(v, 'x'));
+      const ts = v.t === undefined ? undefined : readNpy(String(v.t));
+      if (net.needsTime && !ts)
+        throw new Error(`--t is required for --model ${kind} (the time input the PyTorch module receives)`);
+      const t0 = performance.now();
+      const y = tidy(() =>
+        net.forward(
+          fromArray(Float32Array.from(xs.data), xs.shape, { backend }),
+          ts ? fromArray(Float32Array.from(ts.data), ts.shape, { backend }) : undefined,
+        ),
+      );
+      const data = await y.data();
+      writeNpy(required(v, 'out'), Float32Array.from(data), y.shape);
+      console.log(
+        `${kind} on ${backend}: x ${JSON.stringify(xs.shape)} -> ${v.out} ${JSON.stringify(y.shape)} in ${((performance.now() - t0) / 1000).toFixed(2)} s`,
+      );
     },
   },
   demo: {
@@ -112,15 +199,21 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const { values } = parseArgs({ args: rest, options: cmd.options, strict: true, allowPositionals: false });
-    await cmd.run(values as Record<string, string | boolean | undefined>);
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: cmd.options,
+      strict: true,
+      allowPositionals: !!cmd.positionals,
+    });
+    if ((cmd.positionals ?? 0) !== positionals.length) {
+      throw new Error(
+        `expected ${cmd.positionals ?? 0} positional argument(s), got ${positionals.length}\nusage: ${cmd.usage}`,
+      );
+    }
+    await cmd.run(values as Record<string, string | boolean | undefined>, positionals);
     return 0;
   } catch (e) {
     console.error(`diffpure ${name}: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
 }
-
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});

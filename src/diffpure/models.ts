@@ -1,0 +1,118 @@
+// The networks the CLI and the purifier can build by name, each from its official config format,
+// and how each kind's checkpoint maps onto it.
+
+import { extractStateDict, loadTorchCheckpoint, readSafetensors, type StateDict } from '../nn/io/index.js';
+import { buildShapeOnly, materialize } from '../nn/meta.js';
+import {
+  type AdmFlags,
+  createAdmModel,
+  DDPMPP_CIFAR10_DEEP_CONTINUOUS,
+  DIFFPURE_IMAGENET_FLAGS,
+  NCSNpp,
+  ncsnppConfigFromJson,
+  ResNet,
+  type ResNetOptions,
+  type ScoreSdeConfigJson,
+  WideResNet,
+  type WideResNetOptions,
+} from '../nn/models/index.js';
+import type { Module } from '../nn/module.js';
+import type { Tensor } from '../tensor/index.js';
+
+export const MODEL_KINDS = ['ddpmpp', 'adm', 'wrn', 'resnet'] as const;
+export type ModelKind = (typeof MODEL_KINDS)[number];
+
+/** A network and its forward with the time input exactly as the PyTorch module receives it. */
+export interface Network {
+  readonly kind: ModelKind;
+  readonly module: Module;
+  /** ddpmpp: labels (999 t for the continuous VP-SDE); adm: integer timesteps; classifiers: none. */
+  forward(x: Tensor, t?: Tensor): Tensor;
+  readonly needsTime: boolean;
+}
+
+/** torchvision architecture names for --model resnet (config {"arch": ..., "num_classes": ...}). */
+const RESNETS: Record<string, Pick<ResNetOptions, 'block' | 'layers' | 'width_per_group'>> = {
+  resnet18: { block: 'basic', layers: [2, 2, 2, 2] },
+  resnet34: { block: 'basic', layers: [3, 4, 6, 3] },
+  resnet50: { block: 'bottleneck', layers: [3, 4, 6, 3] },
+  resnet101: { block: 'bottleneck', layers: [3, 4, 23, 3] },
+  wide_resnet50_2: { block: 'bottleneck', layers: [3, 4, 6, 3], width_per_group: 128 },
+  wide_resnet101_2: { block: 'bottleneck', layers: [3, 4, 23, 3], width_per_group: 128 },
+};
+
+/** Build a network module from its config (official field names); omitted config = DiffPure's own. */
+export function buildModule(kind: ModelKind, config: unknown): Module {
+  switch (kind) {
+    case 'ddpmpp':
+      return new NCSNpp((config as ScoreSdeConfigJson | undefined) ?? DDPMPP_CIFAR10_DEEP_CONTINUOUS);
+    case 'adm':
+      return createAdmModel((config as Partial<AdmFlags> | undefined) ?? DIFFPURE_IMAGENET_FLAGS);
+    case 'wrn':
+      return new WideResNet(
+        (config as WideResNetOptions | undefined) ?? { depth: 28, widen_factor: 10, num_classes: 10 },
+      );
+    case 'resnet': {
+      const c = (config ?? {}) as { arch?: string; num_classes?: number };
+      const arch = RESNETS[c.arch ?? 'resnet50'];
+      if (!arch) throw new Error(`resnet: unknown arch '${c.arch}'; one of ${Object.keys(RESNETS).join(', ')}`);
+      return new ResNet({ ...arch, num_classes: c.num_classes ?? 1000 });
+    }
+    default:
+      throw new Error(`unknown model '${kind}'; one of ${MODEL_KINDS.join(', ')}`);
+  }
+}
+
+/** A freshly initialised network (random weights from the init stream). */
+export function buildNetwork(kind: ModelKind, config: unknown): Network {
+  return wrapModule(kind, buildModule(kind, config));
+}
+
+function requireTime(kind: string, t: Tensor | undefined): Tensor {
+  if (!t) throw new Error(`${kind}: the network needs a time input (--t t.npy)`);
+  return t;
+}
+
+/** Validate a config object read from JSON (ddpmpp configs are checked field by field). */
+export function checkConfig(kind: ModelKind, config: unknown): unknown {
+  if (config === undefined) return undefined;
+  if (typeof config !== 'object' || config === null) throw new Error(`--config for ${kind} must be a JSON object`);
+  if (kind === 'ddpmpp') ncsnppConfigFromJson(config as ScoreSdeConfigJson);
+  return config;
+}
+
+/** The state dict a checkpoint holds for this network (score_sde: EMA weights, as DiffPure uses). */
+export function checkpointStateDict(kind: ModelKind, module: Module, path: string): StateDict {
+  if (path.endsWith('.safetensors')) return readSafetensors(path).tensors;
+  const ck = loadTorchCheckpoint(path);
+  switch (kind) {
+    case 'ddpmpp':
+      return extractStateDict(ck, { kind: 'score_sde', parameterNames: (module as NCSNpp).emaParameterNames() });
+    case 'wrn':
+      return extractStateDict(ck, { kind: 'robustbench' });
+    default:
+      return extractStateDict(ck, { kind: 'auto' });
+  }
+}
+
+/**
+ * Build the network without allocating random weights (shape-only), then load the checkpoint
+ * strictly onto `backend`: the way to open a full-size model quickly.
+ */
+export async function loadNetwork(
+  kind: ModelKind,
+  config: unknown,
+  weights: string,
+  backend = 'cpu',
+): Promise<Network> {
+  const net = wrapModule(kind, await buildShapeOnly(() => buildModule(kind, config)));
+  materialize(net.module, checkpointStateDict(kind, net.module, weights), { backend });
+  net.module.eval();
+  return net;
+}
+
+function wrapModule(kind: ModelKind, m: Module): Network {
+  const f = (m as unknown as { forward: (x: Tensor, t?: Tensor) => Tensor }).forward.bind(m);
+  const needsTime = kind === 'ddpmpp' || kind === 'adm';
+  return { kind, module: m, needsTime, forward: (x, t) => (needsTime ? f(x, requireTime(kind, t)) : f(x)) };
+}
