@@ -5,3 +5,4 @@ export * from './autograd/index.js';
 export * as nn from './nn/index.js';
 export * as sde from './sde/index.js';
 export * from './tensor/index.js';
+export * from './wgsl/index.js';

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { readNpy, writeNpy, writeSafetensors } from '../nn/io/index.js';
 import { buildShapeOnly } from '../nn/meta.js';
 import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '../tensor/index.js';
+import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
 import { fitSineDemo } from './demo.js';
 import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
 
@@ -46,27 +47,27 @@ const commands: Record<string, Command> = {
     usage: 'diffpure info [--json]',
     options: { json: { type: 'boolean' } },
     async run(v) {
-      const report: Record<string, unknown> = { node: process.version, backends: {} as Record<string, unknown> };
-      const backends = report.backends as Record<string, unknown>;
-      for (const name of registeredBackends()) {
+      const adapter = await describeDefaultAdapter();
+      const backends: Record<string, unknown> = {};
+      for (const name of registeredBackends().filter((n) => n !== 'meta')) {
         try {
           const b = await initBackend(name);
-          const describe = (b as { describe?: () => unknown }).describe;
-          backends[name] = { available: true, dtypes: b.dtypes, ...(describe ? { device: describe.call(b) } : {}) };
+          backends[name] = { available: true, dtypes: b.dtypes };
         } catch (e) {
           backends[name] = { available: false, reason: e instanceof Error ? e.message : String(e) };
         }
       }
       if (v.json) {
-        console.log(JSON.stringify(report, null, 2));
+        console.log(JSON.stringify({ node: process.version, backends, adapter }, null, 2));
         return;
       }
       console.log(`diffpure-ts on Node ${process.version}`);
       for (const [name, info] of Object.entries(backends)) {
-        const i = info as { available: boolean; dtypes?: string[]; reason?: string; device?: unknown };
+        const i = info as { available: boolean; dtypes?: string[]; reason?: string };
         console.log(`  ${name}: ${i.available ? `available (${i.dtypes?.join(', ')})` : `unavailable: ${i.reason}`}`);
-        if (i.device) console.log(indent(JSON.stringify(i.device, null, 2), 4));
       }
+      if (!adapter) console.log(`  adapter: none (${noAdapterHint()})`);
+      else console.log(`  adapter:\n${indent(JSON.stringify(adapter, null, 2), 4)}`);
     },
   },
   convert: {
