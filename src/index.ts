@@ -6,3 +6,4 @@ export * as nn from './nn/index.js';
 export * as sde from './sde/index.js';
 export * from './tensor/index.js';
 export * from './wgsl/index.js';
+export * as diffpure from './diffpure/purify.js';

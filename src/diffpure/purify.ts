@@ -15,7 +15,7 @@
 //     return xs_[-1].view(x.shape)
 //   RevVPSDE (f, g, score) is src/sde/vpsde.ts; its mappings are documented there.
 
-import type { AdjointMode } from '../adjoint/adjoint.js';
+import type { AdjointMode, AdjointOptions } from '../adjoint/adjoint.js';
 import { sdeintAdjoint } from '../adjoint/adjoint.js';
 import type { BrownianMotion } from '../sde/brownian.js';
 import { randomSeed } from '../sde/brownian.js';
@@ -65,6 +65,8 @@ export interface PurifyOptions {
   params?: readonly Tensor[];
   withParams?: (params: readonly Tensor[]) => ScoreModel;
   paramGrads?: boolean;
+  /** continuous: called with y and a ([B, C H W]) at every adjoint time (diagnostics; see sdeintAdjoint). */
+  trace?: AdjointOptions['trace'];
 }
 
 function checkImages(op: string, x: Tensor): void {
@@ -112,6 +114,7 @@ export function purifyCentered(x: Tensor, o: PurifyOptions): Tensor {
       mode: o.mode ?? 'continuous',
       adjointMethod: o.adjointMethod,
       paramGrads: o.paramGrads,
+      trace: o.trace,
     });
     // xs_[-1].view(x.shape)
     return reshape(narrow(ys, 0, 1, 1), x.shape);

@@ -1,5 +1,6 @@
-// The pieces of ../shared/fixtures/diffpure_revsde that need no score network (the network comes
-// with the models issue): DiffPure's times and grids, the forward noising with the stored noise,
+// The pieces of ../shared/fixtures/diffpure_revsde that need no score network (the purified output
+// and both gradients through DDPM++ are in test/diffpure/fixture_diffpure_revsde.test.ts):
+// DiffPure's times and grids, the forward noising with the stored noise,
 // the piecewise-linear replay of the stored Brownian path at the adjoint's straddling intervals,
 // the diffusion g, and the guided-diffusion (ADM) drift mapping fed with the stored raw network
 // output. Tolerance 1e-6 * max|ref| where the fixture recommends 1e-4 (measured errors printed).
