@@ -22,7 +22,7 @@ test('upsampleBilinear2d with a fractional scale factor matches F.interpolate', 
   ];
   const y = await T.upsampleBilinear2d(x(), { scaleFactor: 1.5 }).toArray();
   // torch computed in float32: 1e-6 covers its rounding
-  y.forEach((v, i) => expect(Math.abs(v - (ref[i] as number))).toBeLessThan(1e-6));
+  for (const [i, v] of y.entries()) expect(Math.abs(v - (ref[i] as number))).toBeLessThan(1e-6);
 });
 
 test('logsumexp of an all -inf slice is -inf, as torch.logsumexp', async () => {
