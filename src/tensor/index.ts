@@ -9,6 +9,7 @@ export * from './prims/conv.js';
 export * from './prims/creation.js';
 export * from './prims/elementwise.js';
 export * from './prims/matmul.js';
+export * from './prims/norm.js';
 export * from './prims/reduce.js';
 export * from './prims/shape.js';
 export { getBackend, initBackend, registerBackend, registeredBackends, setBackend } from './runtime.js';

@@ -5,6 +5,7 @@ import { compositeCases } from './composite.js';
 import { convCases } from './conv.js';
 import { elementwiseCases } from './elementwise.js';
 import { linalgCases } from './linalg.js';
+import { normCases } from './norm.js';
 import { reduceCases } from './reduce.js';
 import { shapeCases } from './shape.js';
 
@@ -15,4 +16,5 @@ export const allCases: OpCase[] = [
   ...(convCases as OpCase[]),
   ...shapeCases,
   ...compositeCases,
+  ...(normCases as OpCase[]),
 ];

@@ -1,9 +1,14 @@
 // Normalisations (PyTorch semantics): variance, layer_norm, group_norm, batch_norm (inference).
+// layerNorm and groupNorm reshape so that their statistics run over the last axis and call the
+// fused primitive normalizeLastAxis (prims/norm.ts); layerNormComposite and groupNormComposite
+// are the same ops on the unfused composite, kept as the reference the fused kernel is tested
+// against (test/norm.test.ts, test/webgpu/norm.test.ts) and benchmarked against (bench/norm.ts).
 
 import { add, mul, rsqrt, square, sub } from '../prims/elementwise.js';
+import { normalizeLastAxis } from '../prims/norm.js';
 import { mean, sum } from '../prims/reduce.js';
 import { reshape } from '../prims/shape.js';
-import { fmt, normAxes, type Shape, shapesEqual } from '../shape.js';
+import { fmt, normAxes, type Shape, shapesEqual, sizeOf } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 
 /** Variance over `axes` with Bessel's correction `correction` (torch.var's default 1). */
@@ -20,12 +25,29 @@ export function variance(
   return mul(sum(square(d), ax, opts.keepdim ?? false), 1 / (n - c));
 }
 
-/** (x - mean) / sqrt(var + eps) over `axes` (biased variance, as the normalisation layers use). */
-function normalize(x: Tensor, axes: number[], eps: number): Tensor {
-  const d = sub(x, mean(x, axes, true));
-  const v = mean(square(d), axes, true);
+/**
+ * (x - mean) / sqrt(var + eps) over `axes` (biased variance, as the normalisation layers use),
+ * from primitives: the reference for normalizeLastAxis.
+ */
+export function normalizeComposite(x: Tensor, axes: number | readonly number[], eps = 1e-5): Tensor {
+  const ax = normAxes('normalizeComposite', axes, x.rank);
+  const d = sub(x, mean(x, ax, true));
+  const v = mean(square(d), ax, true);
   return mul(d, rsqrt(add(v, eps)));
 }
+
+/** Normalise x over its trailing axes from `from` on, seen as one axis. */
+type Normalizer = (x: Tensor, from: number, eps: number) => Tensor;
+
+const fused: Normalizer = (x, from, eps) =>
+  reshape(normalizeLastAxis(reshape(x, [...x.shape.slice(0, from), sizeOf(x.shape.slice(from))]), eps), x.shape);
+
+const composite: Normalizer = (x, from, eps) =>
+  normalizeComposite(
+    x,
+    Array.from({ length: x.rank - from }, (_, i) => from + i),
+    eps,
+  );
 
 function checkParam(op: string, name: string, p: Tensor | undefined, shape: Shape): void {
   if (p && !shapesEqual(p.shape, shape))
@@ -42,8 +64,14 @@ function channelAffine(y: Tensor, weight: Tensor | undefined, bias: Tensor | und
   return out;
 }
 
-/** torch.nn.functional.layer_norm over the trailing `normalizedShape` axes. */
-export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+function layerNormWith(
+  norm: Normalizer,
+  x: Tensor,
+  normalizedShape: Shape,
+  weight: Tensor | undefined,
+  bias: Tensor | undefined,
+  eps: number,
+): Tensor {
   const k = normalizedShape.length;
   if (k === 0 || k > x.rank || !shapesEqual(x.shape.slice(x.rank - k), normalizedShape)) {
     throw new Error(
@@ -52,18 +80,33 @@ export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor, bi
   }
   checkParam('layerNorm', 'weight', weight, normalizedShape);
   checkParam('layerNorm', 'bias', bias, normalizedShape);
-  let y = normalize(
-    x,
-    Array.from({ length: k }, (_, i) => x.rank - k + i),
-    eps,
-  );
+  let y = norm(x, x.rank - k, eps);
   if (weight) y = mul(y, weight);
   if (bias) y = add(y, bias);
   return y;
 }
 
-/** torch.nn.functional.group_norm: x [N, C, ...] in `numGroups` groups of channels. */
-export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+/** torch.nn.functional.layer_norm over the trailing `normalizedShape` axes. */
+export const layerNorm = (x: Tensor, normalizedShape: Shape, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor =>
+  layerNormWith(fused, x, normalizedShape, weight, bias, eps);
+
+/** layerNorm on the unfused composite (the reference). */
+export const layerNormComposite = (
+  x: Tensor,
+  normalizedShape: Shape,
+  weight?: Tensor,
+  bias?: Tensor,
+  eps = 1e-5,
+): Tensor => layerNormWith(composite, x, normalizedShape, weight, bias, eps);
+
+function groupNormWith(
+  norm: Normalizer,
+  x: Tensor,
+  numGroups: number,
+  weight: Tensor | undefined,
+  bias: Tensor | undefined,
+  eps: number,
+): Tensor {
   if (x.rank < 2) throw new Error(`groupNorm: x must be [N, C, ...], got ${fmt(x.shape)}`);
   const [n, c] = x.shape as [number, number];
   if (!Number.isInteger(numGroups) || numGroups < 1 || c % numGroups) {
@@ -71,10 +114,19 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor, bias?: 
   }
   checkParam('groupNorm', 'weight', weight, [c]);
   checkParam('groupNorm', 'bias', bias, [c]);
-  const g = reshape(x, [n, numGroups, -1]);
-  const y = reshape(normalize(g, [2], eps), x.shape);
+  // a group's channels and positions are contiguous in NC...: [N, G, C/G * spatial]
+  const g = reshape(x, [n, numGroups, (c / numGroups) * sizeOf(x.shape.slice(2))]);
+  const y = reshape(norm(g, 2, eps), x.shape);
   return channelAffine(y, weight, bias);
 }
+
+/** torch.nn.functional.group_norm: x [N, C, ...] in `numGroups` groups of channels. */
+export const groupNorm = (x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor =>
+  groupNormWith(fused, x, numGroups, weight, bias, eps);
+
+/** groupNorm on the unfused composite (the reference). */
+export const groupNormComposite = (x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor =>
+  groupNormWith(composite, x, numGroups, weight, bias, eps);
 
 /** torch.nn.functional.batch_norm in inference mode: running statistics per channel (axis 1). */
 export function batchNorm(

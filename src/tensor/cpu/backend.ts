@@ -7,6 +7,7 @@ import { creationKernels } from './creation.js';
 import { elementwiseKernels } from './elementwise.js';
 import type { CpuKernel } from './kernel.js';
 import { matmulKernels } from './matmul.js';
+import { normKernels } from './norm.js';
 import { reduceKernels } from './reduce.js';
 import { shapeKernels } from './shape.js';
 
@@ -17,6 +18,7 @@ const kernels: Record<string, CpuKernel> = {
   ...shapeKernels,
   ...matmulKernels,
   ...convKernels,
+  ...normKernels,
 };
 
 function alloc(dtype: DType, n: number): TypedArray {

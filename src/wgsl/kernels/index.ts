@@ -5,6 +5,7 @@ import { creationKernels } from './creation.js';
 import { elementwiseKernels } from './elementwise.js';
 import type { WgslKernel } from './kernel.js';
 import { matmulKernels } from './matmul.js';
+import { normKernels } from './norm.js';
 import { reduceKernels } from './reduce.js';
 import { shapeKernels } from './shape.js';
 
@@ -17,4 +18,5 @@ export const wgslKernels: Record<string, WgslKernel> = {
   ...shapeKernels,
   ...matmulKernels,
   ...convKernels,
+  ...normKernels,
 };
