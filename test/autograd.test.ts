@@ -134,3 +134,15 @@ describe('memory scopes', () => {
     expect((k as unknown as T.Tensor).isDisposed).toBe(false);
   });
 });
+
+describe('deep graphs', () => {
+  test('a 20000-op chain differentiates and frees without overflowing the stack', () => {
+    const x = f64([0.5]);
+    const g = T.grad((x) => {
+      let h = x;
+      for (let i = 0; i < 20000; i++) h = T.mul(h, 1.00001);
+      return T.sum(h);
+    })(x);
+    near(g.dataSync(), [1.00001 ** 20000], 1e-9);
+  });
+});

@@ -107,14 +107,18 @@ export class Tensor {
     this.refs++;
   }
 
-  /** @internal */
+  /** @internal Iterative, so releasing a deep graph (a long SDE solve) cannot overflow the stack. */
   release(): void {
-    if (--this.refs > 0) return;
-    this._storage?.release();
-    this._storage = null;
-    const node = this.node;
-    this.node = null;
-    if (node) for (const t of node.inputs) t.release();
+    const stack: Tensor[] = [this];
+    while (stack.length) {
+      const t = stack.pop() as Tensor;
+      if (--t.refs > 0) continue;
+      t._storage?.release();
+      t._storage = null;
+      const node = t.node;
+      t.node = null;
+      if (node) stack.push(...node.inputs);
+    }
   }
 
   toString(): string {

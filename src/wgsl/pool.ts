@@ -42,7 +42,17 @@ export class BufferPool {
   acquire(bytes: number): GpuBuf {
     const size = sizeClass(bytes);
     const list = this.free.get(size);
-    let b = list?.pop();
+    // the lowest id of the class, not the last freed: a loop then keeps binding the same few
+    // buffers, so its bind groups hit the cache instead of piling up (each one is an mmap on
+    // lavapipe, freed only when Dawn next ticks; ~65k of them exhaust vm.max_map_count)
+    let b: GpuBuf | undefined;
+    if (list?.length) {
+      let at = 0;
+      for (let i = 1; i < list.length; i++) if ((list[i] as GpuBuf).id < (list[at] as GpuBuf).id) at = i;
+      b = list[at];
+      list[at] = list[list.length - 1] as GpuBuf;
+      list.pop();
+    }
     if (b) this.poolBytes -= size;
     else {
       b = { buffer: this.device.createBuffer({ size, usage: this.usage, label: this.label }), id: nextId++, size };

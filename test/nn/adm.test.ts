@@ -10,7 +10,6 @@ import { describe, expect, test } from 'vitest';
 import * as T from '../../src/index.js';
 import { manualSeed } from '../../src/nn/init.js';
 import { extractStateDict } from '../../src/nn/io/checkpoint.js';
-import { readNpy } from '../../src/nn/io/npy.js';
 import { loadTorchCheckpoint } from '../../src/nn/io/torch.js';
 import { buildShapeOnly, describeShapeOnly, materialize } from '../../src/nn/meta.js';
 import {
@@ -23,7 +22,9 @@ import {
   type UNetModel,
 } from '../../src/nn/models/adm.js';
 import { checkDotProduct } from '../harness/check.js';
+import { relErr } from '../harness/fixtures.js';
 import type { OpCase } from '../harness/sample.js';
+import { admErrors, FIXTURE_TOL } from './fixture-helpers.js';
 
 const FIXTURE = '../shared/fixtures/adm';
 
@@ -36,28 +37,6 @@ interface AdmMeta {
   attention_downsample_rates: number[];
 }
 const meta: AdmMeta = JSON.parse(readFileSync(`${FIXTURE}/meta.json`, 'utf8'));
-
-const npyTensor = (name: string) => {
-  const a = readNpy(`${FIXTURE}/${name}.npy`);
-  return T.fromArray(a.data, a.shape, { dtype: 'float32' });
-};
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
-  return m;
-}
-
-/** max|got - ref| / max|ref|, the measure the fixture's README states its tolerance in. */
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let e = 0;
-  for (let i = 0; i < ref.length; i++) e = Math.max(e, Math.abs((got[i] as number) - (ref[i] as number)));
-  return e / maxAbs(ref);
-}
-
-/** Rows [start, start + n) of a batch. */
-const rows = (t: T.Tensor, start: number, n: number) => T.narrow(t, 0, start, n);
 
 describe('ADM UNet structure (guided-diffusion create_model)', () => {
   test('the fixture config has its state-dict keys, shapes and parameter count', () => {
@@ -184,37 +163,29 @@ describe('ADM parity with guided-diffusion (adm fixture, cpu)', () => {
 
   test('model.pt loads strictly and the output matches for t = 0 and 50 (tolerance 1e-4 max|ref|)', async () => {
     const m = await load();
-    T.tidy(() => {
-      // the batch elements are independent (GroupNorm and attention act per sample), so
-      // samples 0 and 1 run here and sample 2 with its gradient in the next test
-      const x = rows(npyTensor('x'), 0, 2);
-      const t = rows(npyTensor('t'), 0, 2);
-      const ref = rows(npyTensor('output'), 0, 2);
-      const y = T.noGrad(() => m.forward(x, t));
-      expect(y.shape).toEqual([2, 6, 32, 32]);
-      const err = relErr(y.dataSync(), ref.dataSync());
-      console.log(`adm output (t = 0, 50): max|err| / max|ref| = ${err.toExponential(2)}`);
-      expect(err).toBeLessThan(1e-4);
+    // the batch elements are independent (GroupNorm and attention act per sample), so
+    // samples 0 and 1 run here and sample 2 with its gradient in the next test
+    const e = await admErrors((x, t) => m.forward(x, t), {
+      backend: 'cpu',
+      rows: { start: 0, count: 2 },
+      withGrad: false,
     });
+    console.log(`adm output (t = 0, 50): max|err| / max|ref| = ${e.output.toExponential(2)}`);
+    expect(e.output).toBeLessThan(FIXTURE_TOL);
   });
 
   test('output and input gradient of sum(w * output) match for t = 999', async () => {
     const m = await load();
-    T.tidy(() => {
-      const x = rows(npyTensor('x'), 2, 1);
-      const t = rows(npyTensor('t'), 2, 1);
-      const w = rows(npyTensor('vjp_weight'), 2, 1);
-      const { out, vjpFn, release } = T.vjp((xx) => m.forward(xx, t), x);
-      const [g] = vjpFn(w);
-      const errY = relErr(out.dataSync(), rows(npyTensor('output'), 2, 1).dataSync());
-      const errG = relErr((g as T.Tensor).dataSync(), rows(npyTensor('grad_x_of_sum_w_output'), 2, 1).dataSync());
-      release();
-      console.log(
-        `adm t = 999: output err ${errY.toExponential(2)}, grad_x err ${errG.toExponential(2)} (of max|ref|)`,
-      );
-      expect(errY).toBeLessThan(1e-4);
-      expect(errG).toBeLessThan(1e-4);
+    const e = await admErrors((x, t) => m.forward(x, t), {
+      backend: 'cpu',
+      rows: { start: 2, count: 1 },
+      withGrad: true,
     });
+    console.log(
+      `adm t = 999: output err ${e.output.toExponential(2)}, grad_x err ${e.gradX?.toExponential(2)} (of max|ref|)`,
+    );
+    expect(e.output).toBeLessThan(FIXTURE_TOL);
+    expect(e.gradX).toBeLessThan(FIXTURE_TOL);
   });
 });
 

@@ -28,7 +28,9 @@ import {
   type ScoreSdeConfigJson,
 } from '../../src/nn/models/ncsnpp.js';
 import { checkDotProduct } from '../harness/check.js';
+import { relErr } from '../harness/fixtures.js';
 import type { OpCase } from '../harness/sample.js';
+import { ddpmppErrors, FIXTURE_TOL } from './fixture-helpers.js';
 
 const FIXTURE = '../shared/fixtures/ddpmpp';
 
@@ -45,20 +47,6 @@ interface FixtureMeta {
 const meta = (dir: string): FixtureMeta => JSON.parse(readFileSync(`${dir}/meta.json`, 'utf8'));
 const npy = (dir: string, name: string) => readNpy(`${dir}/${name}.npy`);
 const stripModule = (k: string) => k.replace(/^(module\.)+/, '');
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
-  return m;
-}
-
-/** max|got - ref| / max|ref|, the measure the fixtures' README states its tolerance in. */
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let e = 0;
-  for (let i = 0; i < ref.length; i++) e = Math.max(e, Math.abs((got[i] as number) - (ref[i] as number)));
-  return e / maxAbs(ref);
-}
 
 function fixtureModel(dir: string, entry: 'ema' | 'model' = 'ema'): NCSNpp {
   const m = T.tidy(() => new NCSNpp(meta(dir).config)).eval();
@@ -127,39 +115,22 @@ describe('NCSNpp structure', () => {
 describe('NCSNpp parity with the official score_sde checkpoints (ddpmpp fixtures, cpu)', () => {
   // Tolerance: the fixture README's 1e-4 * max|ref| per array (float32 vs float64 of the same
   // computation in PyTorch differs by ~1e-6 * max|ref|, see meta.json float32_vs_float64).
-  const TOL = 1e-4;
+  const TOL = FIXTURE_TOL;
 
   for (const sub of ['', '/nf8_with_adam_state']) {
     const dir = FIXTURE + sub;
-    test(`EMA weights: raw output, score and input gradient (${sub || 'nf32, 2 res blocks'})`, () => {
+    test(`EMA weights: raw output, score and input gradient (${sub || 'nf32, 2 res blocks'})`, async () => {
       expect(meta(dir).recommended_tolerance).toMatch(/1e-4 \* max\|ref\|/);
       const m = fixtureModel(dir);
-      const x = npy(dir, 'x');
-      const labels = npy(dir, 'labels');
-      const std = npy(dir, 'std').data;
-      const w = npy(dir, 'vjp_weight');
-      T.tidy(() => {
-        const xt = T.fromArray(x.data, x.shape);
-        const lt = T.fromArray(labels.data, labels.shape);
-        const { out, vjpFn, release } = T.vjp((xx) => m.forward(xx, lt), xt);
-        const raw = out.dataSync();
-        const rawErr = relErr(raw, npy(dir, 'raw_output_ema').data);
-        expect(rawErr).toBeLessThan(TOL);
-        // a loader that took the non-EMA weights would land here instead
-        expect(relErr(raw, npy(dir, 'raw_output_modelweights_diagnostic').data)).toBeGreaterThan(0.05);
-        // score_fn of the continuous VP-SDE: -raw / std(t)
-        const b = x.shape[0] as number;
-        const score = T.div(T.neg(out), T.reshape(T.fromArray(std, [b]), [b, 1, 1, 1])).dataSync();
-        const scoreErr = relErr(score, npy(dir, 'score').data);
-        expect(scoreErr).toBeLessThan(TOL);
-        const [gx] = vjpFn(T.fromArray(w.data, w.shape));
-        const gradErr = relErr((gx as T.Tensor).dataSync(), npy(dir, 'grad_x_of_sum_w_raw').data);
-        expect(gradErr).toBeLessThan(TOL);
-        release();
-        console.log(
-          `ddpmpp${sub}: max|err|/max|ref| raw ${rawErr.toExponential(2)}, score ${scoreErr.toExponential(2)}, grad_x ${gradErr.toExponential(2)}`,
-        );
-      });
+      const e = await ddpmppErrors(dir, (x, labels) => m.forward(x, labels), { backend: 'cpu' });
+      console.log(
+        `ddpmpp${sub}: max|err|/max|ref| raw ${e.raw.toExponential(2)}, score ${e.score.toExponential(2)}, grad_x ${e.gradX.toExponential(2)}`,
+      );
+      expect(e.raw).toBeLessThan(TOL);
+      expect(e.score).toBeLessThan(TOL);
+      expect(e.gradX).toBeLessThan(TOL);
+      // a loader that took the non-EMA weights would land here instead
+      expect(e.vsModelWeights).toBeGreaterThan(0.05);
       m.dispose();
     });
   }

@@ -20,6 +20,7 @@ import {
   resnet50,
   wideResnet50x2,
 } from '../../src/nn/models/resnet.js';
+import { relErr } from '../harness/fixtures.js';
 import { hashedStateDict, hashedUniform } from './resnet_hashed_weights.js';
 
 const REFS = 'test/nn/fixtures/classifiers';
@@ -38,19 +39,6 @@ interface Refs {
 }
 const refs: Refs = JSON.parse(readFileSync(`${REFS}/meta.json`, 'utf8'));
 const COTANGENT_KEY = 2_000_001;
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
-  return m;
-}
-
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let e = 0;
-  for (let i = 0; i < ref.length; i++) e = Math.max(e, Math.abs((got[i] as number) - (ref[i] as number)));
-  return e / maxAbs(ref);
-}
 
 describe('torchvision ResNet structure', () => {
   const cases: [string, () => ResNet, number][] = [

@@ -23,6 +23,8 @@ import {
   wideResNet28x10,
   wideResNet70x16Dropout,
 } from '../../src/nn/models/wrn.js';
+import { relErr } from '../harness/fixtures.js';
+import { FIXTURE_TOL, wrnErrors } from './fixture-helpers.js';
 import { hashedStateDict, hashedUniform } from './resnet_hashed_weights.js';
 
 const FIXTURE = '../shared/fixtures/wrn';
@@ -52,25 +54,6 @@ interface Refs {
 const refs: Refs = JSON.parse(readFileSync(`${REFS}/meta.json`, 'utf8'));
 const COTANGENT_KEY = 2_000_001;
 
-const npyTensor = (path: string) => {
-  const a = readNpy(path);
-  return T.fromArray(a.data, a.shape, { dtype: 'float32' });
-};
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
-  return m;
-}
-
-/** max|got - ref| / max|ref|, the measure the fixtures state their tolerance in. */
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let e = 0;
-  for (let i = 0; i < ref.length; i++) e = Math.max(e, Math.abs((got[i] as number) - (ref[i] as number)));
-  return e / maxAbs(ref);
-}
-
 /** Logits and the gradient of sum(w * logits) wrt x. */
 function logitsAndGrad(f: (x: T.Tensor) => T.Tensor, x: T.Tensor, w: T.Tensor): { y: Float32Array; g: Float32Array } {
   const { out, vjpFn, release } = T.vjp(f, x);
@@ -90,20 +73,16 @@ describe('RobustBench WideResNet (wrn fixture, cpu)', () => {
     m.dispose();
   });
 
-  test('model.pt loads strictly; logits and input gradient match in eval mode (tolerance 1e-4 max|ref|)', () => {
+  test('model.pt loads strictly; logits and input gradient match in eval mode (tolerance 1e-4 max|ref|)', async () => {
     const m = new WideResNet({ depth: 16, widen_factor: 2, num_classes: 10 }).eval();
     // {'state_dict': {'module.conv1.weight': ...}}: the RobustBench layout; extractStateDict unwraps
     m.loadStateDict(extractStateDict(loadTorchCheckpoint(`${FIXTURE}/model.pt`)));
-    T.tidy(() => {
-      const x = npyTensor(`${FIXTURE}/x.npy`);
-      const w = npyTensor(`${FIXTURE}/vjp_weight.npy`);
-      const { y, g } = logitsAndGrad((xx) => m.forward(xx), x, w);
-      const errY = relErr(y, npyTensor(`${FIXTURE}/logits.npy`).dataSync());
-      const errG = relErr(g, npyTensor(`${FIXTURE}/grad_x_of_sum_w_logits.npy`).dataSync());
-      console.log(`wrn-16-2: logits err ${errY.toExponential(2)}, grad_x err ${errG.toExponential(2)} (of max|ref|)`);
-      expect(errY).toBeLessThan(1e-4);
-      expect(errG).toBeLessThan(1e-4);
-    });
+    const e = await wrnErrors((x) => m.forward(x), { backend: 'cpu' });
+    console.log(
+      `wrn-16-2: logits err ${e.logits.toExponential(2)}, grad_x err ${e.gradX.toExponential(2)} (of max|ref|)`,
+    );
+    expect(e.logits).toBeLessThan(FIXTURE_TOL);
+    expect(e.gradX).toBeLessThan(FIXTURE_TOL);
     m.dispose();
   });
 

@@ -7,54 +7,33 @@
 //   'continuous' approaches 'exact' as dt shrinks (both converge to the pathwise gradient; their
 //             gap shrinks ~8x from dt 1/8 to 1/512 here, orders 0.5 to 1 by noise type);
 // and the plumbing: plain T.grad works through it, its forward equals sdeint's, memory is O(1) in
-// the steps for 'continuous' and O(K states) for 'exact', nothing leaks.
+// the steps for 'continuous' and O(K states) for 'exact', nothing leaks. The property and memory
+// runs live in ./helpers.ts: test/webgpu/sde.test.ts runs them on webgpu.
 
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sdeintAdjoint } from '../../src/adjoint/index.js';
 import * as T from '../../src/index.js';
-import { BrownianGrid, defineSde, type Method, sdeint } from '../../src/sde/index.js';
-import { countingBackend, hostOf, maxAbs, mlpDrift, type NoiseKind, relMaxErr, toyParams, toySde } from './helpers.js';
+import { defineSde, type Method, sdeint } from '../../src/sde/index.js';
+import {
+  continuousGaps,
+  countingMeter,
+  exactVsAutograd,
+  gradPeakBytes,
+  hostOf,
+  lossGrads,
+  maxAbs,
+  mlpDrift,
+  type NoiseKind,
+  PB,
+  PD,
+  problem,
+  relMaxErr,
+  toySde,
+} from './helpers.js';
 
-const B = 2;
-const D = 3;
-const H = 8;
-const ARGS = [0, 1, 2, 3, 4, 5, 6];
-
-interface Problem {
-  x0: T.Tensor;
-  params: T.Tensor[];
-  w: T.Tensor;
-  ts: number[];
-}
-
-function problem(seed: number, dtype: T.DType, ts = [0, 0.3, 1]): Problem {
-  return {
-    params: toyParams(D, H, seed, dtype),
-    x0: T.tidy(() =>
-      T.fromArray(T.mul(T.randomNormal([B, D], { seed, stream: 100, dtype: 'float64' }), 0.5).dataSync(), [B, D], {
-        dtype,
-      }),
-    ),
-    w: T.randomNormal([ts.length, B, D], { seed, stream: 101, dtype }),
-    ts,
-  };
-}
-
-type Solve = (sde: ReturnType<typeof toySde>, x: T.Tensor) => T.Tensor;
-
-/** dL/d(x0, params) with L = sum(w * ys). */
-function grads(noise: NoiseKind, pr: Problem, solve: Solve, sdeType: 'ito' | 'stratonovich' = 'ito'): Float64Array[] {
-  return T.tidy(() =>
-    T.grad((x, ...p) => T.sum(T.mul(solve(toySde(noise, p, sdeType), x), pr.w)), { argnums: ARGS })(
-      pr.x0,
-      ...pr.params,
-    ).map(hostOf),
-  );
-}
-
-const worst = (a: Float64Array[], b: Float64Array[]) =>
-  Math.max(...a.map((x, i) => relMaxErr(x, b[i] as Float64Array)));
+const B = PB;
+const D = PD;
 
 describe('exact adjoint = autograd through sdeint (float32, same path)', () => {
   const cases: [NoiseKind, Method, 'ito' | 'stratonovich'][] = [
@@ -64,19 +43,10 @@ describe('exact adjoint = autograd through sdeint (float32, same path)', () => {
     ['additive', 'euler', 'ito'],
     ['additive', 'sra1', 'ito'],
   ];
-  test.each(cases)('%s noise, %s', (noise, method, sdeType) => {
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 1e6 }), (seed) => {
-        const pr = problem(seed, 'float32');
-        const opts = { method, dt: 1 / 16, seed };
-        const ex = grads(
-          noise,
-          pr,
-          (sde, x) => sdeintAdjoint(sde, x, pr.ts, { ...opts, mode: 'exact', paramGrads: true }),
-          sdeType,
-        );
-        const ag = grads(noise, pr, (sde, x) => sdeint(sde, x, pr.ts, opts), sdeType);
-        expect(worst(ex, ag)).toBeLessThan(1e-5);
+  test.each(cases)('%s noise, %s', async (noise, method, sdeType) => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 1e6 }), async (seed) => {
+        expect(await exactVsAutograd(noise, method, sdeType, seed)).toBeLessThan(1e-5);
       }),
       { numRuns: 3, seed: 1 },
     );
@@ -84,12 +54,12 @@ describe('exact adjoint = autograd through sdeint (float32, same path)', () => {
 });
 
 describe('exact adjoint = float64 central finite differences', () => {
-  test.each(['diagonal', 'additive'] as const)('%s noise: d/dx0 and d/ds', (noise) => {
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 1e6 }), (seed) => {
+  test.each(['diagonal', 'additive'] as const)('%s noise: d/dx0 and d/ds', async (noise) => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 1e6 }), async (seed) => {
         const pr = problem(seed, 'float64');
         const opts = { method: 'euler' as const, dt: 1 / 16, seed };
-        const g = grads(noise, pr, (sde, x) =>
+        const g = await lossGrads(noise, pr, (sde, x) =>
           sdeintAdjoint(sde, x, pr.ts, { ...opts, mode: 'exact', paramGrads: true }),
         );
         const loss = (x: T.Tensor, p: T.Tensor[]) =>
@@ -119,24 +89,10 @@ describe('exact adjoint = float64 central finite differences', () => {
 });
 
 describe('continuous adjoint approaches the exact gradient as dt shrinks', () => {
-  test.each(['diagonal', 'additive'] as const)('%s noise (default adjoint method)', (noise) => {
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 1e6 }), (seed) => {
-        const pr = problem(seed, 'float64', [0, 1]);
-        // one path for every dt: all steps of both passes are sums of its cells
-        const bm = new BrownianGrid({ t0: 0, t1: 1, shape: [B, D], seed, dt: 2 ** -9, cache: true, dtype: 'float64' });
-        // Milstein forward on state-dependent noise, so both gradients converge at order 1 (with
-        // Euler, order 0.5, the gap shrinks too, but too slowly for a short, robust test)
-        const method = noise === 'diagonal' ? 'milstein' : 'euler';
-        const gap = (dt: number) => {
-          const ex = grads(noise, pr, (sde, x) =>
-            sdeintAdjoint(sde, x, pr.ts, { dt, bm, method, mode: 'exact', paramGrads: true }),
-          );
-          const co = grads(noise, pr, (sde, x) => sdeintAdjoint(sde, x, pr.ts, { dt, bm, method, paramGrads: true }));
-          return worst(co, ex);
-        };
-        const gaps = [2 ** -3, 2 ** -6, 2 ** -9].map(gap);
-        bm.dispose();
+  test.each(['diagonal', 'additive'] as const)('%s noise (default adjoint method)', async (noise) => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 1e6 }), async (seed) => {
+        const gaps = await continuousGaps(noise, seed, 'float64');
         console.log(
           `${noise}, seed ${seed}: max rel gap continuous vs exact at dt 1/8, 1/64, 1/512:`,
           gaps.map((e) => e.toExponential(2)).join(' '),
@@ -214,40 +170,19 @@ describe('plumbing', () => {
 });
 
 describe('memory on cpu (live bytes of a counting backend)', () => {
-  const be = countingBackend();
+  const meter = countingMeter();
   beforeAll(() => T.setBackend('cpu-counting'));
   afterAll(() => T.setBackend('cpu'));
 
   // state [4, 256] float32 = 4 KiB, so the states dominate the constants (weights 2 x 8 KiB)
-  const Bm = 4;
-  const Dm = 256;
-  const Hm = 8;
-  /** Peak live bytes above the baseline while computing one gradient, and whether all was freed. */
-  function peak(steps: number, how: 'continuous' | 'exact' | 'autograd'): { peak: number; leaked: number } {
-    const base0 = be.live;
-    const params = toyParams(Dm, Hm, 1);
-    const x0 = T.randomNormal([Bm, Dm], { seed: 2 });
-    const sde = toySde('diagonal', params);
-    const solve = (x: T.Tensor) =>
-      how === 'autograd'
-        ? sdeint(sde, x, [0, 1], { dt: 1 / steps, seed: 4 })
-        : sdeintAdjoint(sde, x, [0, 1], { dt: 1 / steps, seed: 4, mode: how });
-    const base = be.live;
-    be.resetPeak();
-    const g = T.grad((x) => T.sum(solve(x)))(x0);
-    const p = be.peak - base;
-    g.dispose();
-    x0.dispose();
-    for (const q of params) q.dispose();
-    return { peak: p, leaked: be.live - base0 };
-  }
+  const size = { B: 4, D: 256, H: 8 };
 
   test('continuous: flat in the steps; exact: + one state per step; autograd: grows faster; no leaks', () => {
-    const state = Bm * Dm * 4;
+    const state = size.B * size.D * 4;
     const r: Record<string, [number, number]> = {};
     for (const how of ['continuous', 'exact', 'autograd'] as const) {
-      const a = peak(20, how);
-      const b = peak(120, how);
+      const a = gradPeakBytes(meter, how, 20, size);
+      const b = gradPeakBytes(meter, how, 120, size);
       r[how] = [a.peak, b.peak];
       expect(a.leaked, `${how} leaked`).toBe(0);
       expect(b.leaked, `${how} leaked`).toBe(0);
