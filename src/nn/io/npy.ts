@@ -2,6 +2,7 @@
 // float64), C order, little- or big-endian. Enough to exchange tensors with PyTorch users.
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { halfBitsToFloat } from './types.js';
 
 export interface NpyArray {
   shape: number[];
@@ -38,7 +39,7 @@ function parseHeader(h: string, source: string): { descr: string; fortran: boole
 const KINDS: Record<string, { size: number; get: (v: DataView, o: number, le: boolean) => number }> = {
   f4: { size: 4, get: (v, o, le) => v.getFloat32(o, le) },
   f8: { size: 8, get: (v, o, le) => v.getFloat64(o, le) },
-  f2: { size: 2, get: (v, o, le) => halfToFloat(v.getUint16(o, le)) },
+  f2: { size: 2, get: (v, o, le) => halfBitsToFloat(v.getUint16(o, le)) },
   i1: { size: 1, get: (v, o) => v.getInt8(o) },
   u1: { size: 1, get: (v, o) => v.getUint8(o) },
   i2: { size: 2, get: (v, o, le) => v.getInt16(o, le) },
@@ -47,15 +48,6 @@ const KINDS: Record<string, { size: number; get: (v: DataView, o: number, le: bo
   u4: { size: 4, get: (v, o, le) => v.getUint32(o, le) },
   b1: { size: 1, get: (v, o) => v.getUint8(o) },
 };
-
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
 
 /** Decode .npy bytes. float32 stays float32; every other dtype is returned as float64. */
 export function decodeNpy(bytes: Uint8Array, source = '<bytes>'): NpyArray {
