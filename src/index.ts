@@ -2,8 +2,8 @@
 
 export * from './adjoint/index.js';
 export * from './autograd/index.js';
+export * as diffpure from './diffpure/purify.js';
 export * as nn from './nn/index.js';
 export * as sde from './sde/index.js';
 export * from './tensor/index.js';
 export * from './wgsl/index.js';
-export * as diffpure from './diffpure/purify.js';
