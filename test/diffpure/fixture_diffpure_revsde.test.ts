@@ -18,27 +18,25 @@
 // and ~3 min per gradient mode, so by default only its first-step drift runs here;
 // DIFFPURE_SLOW=1 runs it all.
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { loadNetwork, type Network } from '../../src/diffpure/models.js';
-import { type PurifyOptions, purify } from '../../src/diffpure/purify.js';
+import type { PurifyOptions } from '../../src/diffpure/purify.js';
 import * as T from '../../src/index.js';
-import { BrownianReplay, RevVPSDE, vpReverseTimes } from '../../src/sde/index.js';
-import { fixtureDir, hostOf, npy, relMaxErr, tensorOf } from '../sde/helpers.js';
+import { RevVPSDE, vpReverseTimes } from '../../src/sde/index.js';
+import { fixtureDir, hostOf, npy, tensorOf } from '../sde/helpers.js';
+import {
+  checker,
+  loadRevsdeCase,
+  purifyWithGrad,
+  REVSDE_BASE,
+  REVSDE_DDPMPP,
+  type RevsdeCase,
+  yieldToLoop,
+} from './revsde-helpers.js';
 
-const base = fixtureDir('diffpure_revsde');
-const ddpmpp = fixtureDir('ddpmpp');
+const base = REVSDE_BASE;
+const ddpmpp = REVSDE_DDPMPP;
 const SLOW = process.env.DIFFPURE_SLOW === '1';
-const TOL = 1e-4;
 const SLOW_TIMEOUT = 900_000;
-
-/**
- * Let the event loop turn before a long synchronous computation: vitest's worker RPC times out
- * (60 s) when a reply waits behind more than a minute of blocked loop, e.g. two 35 s tests in a row.
- * 300 ms covers the runner's 100 ms throttle on task updates and the reply.
- */
-const yieldToLoop = () => new Promise((r) => setTimeout(r, 300));
 
 for (const [sub, dt] of [
   ['', 0.01],
@@ -48,81 +46,31 @@ for (const [sub, dt] of [
   const cheap = sub === '';
   describe.skipIf(!dir)(`fixture diffpure_revsde${sub ? `/${sub}` : ''}: purify() around DDPM++ (cpu)`, () => {
     const d = dir as string;
+    const label = `diffpure_revsde${sub ? `/${sub}` : ''}`;
     const report: Record<string, number> = {};
-    let net: Network;
-    let opts: PurifyOptions;
-    let evals = 0;
-    let xIn: T.Tensor;
-    let w: T.Tensor;
-
-    const check = (what: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol = TOL) => {
-      const e = relMaxErr(got, ref);
-      report[what] = e;
-      expect(e, what).toBeLessThanOrEqual(tol);
-    };
+    const check = checker(report);
+    let c: RevsdeCase;
 
     beforeAll(async () => {
-      // the product's loader: shape-only build, then the checkpoint's EMA weights (what DiffPure's
-      // restore_checkpoint + ema.copy_to use), strictly
-      const cfg = JSON.parse(readFileSync(join(ddpmpp as string, 'meta.json'), 'utf8')).config;
-      net = await loadNetwork('ddpmpp', cfg, join(ddpmpp as string, 'checkpoint.pth'));
-      const inc = npy(d, 'brownian_increments.npy');
-      const [, B, D] = inc.shape as [number, number, number];
-      const bm = new BrownianReplay({
-        times: Array.from(npy(d, 'time_grid.npy').data),
-        increments: inc.data,
-        shape: [B, D],
-      });
-      xIn = T.keep(tensorOf(d, 'x_in.npy'));
-      w = T.keep(tensorOf(d, 'loss_weight.npy'));
-      opts = {
-        model: (x, labels) => {
-          evals++;
-          return net.forward(x, labels);
-        },
-        scoreType: 'score_sde',
-        tStar: 0.1,
-        dt,
-        noise: T.keep(tensorOf(d, 'forward_noise.npy')),
-        bm,
-      };
+      c = await loadRevsdeCase(d, dt);
     });
 
     afterAll(() => {
-      console.log(
-        `diffpure_revsde${sub ? `/${sub}` : ''} via purify, max|ours - ref| / max|ref|:`,
-        JSON.stringify(report),
-      );
-      net?.module.dispose();
-      T.dispose(xIn, w, opts?.noise);
+      console.log(`${label} via purify, max|ours - ref| / max|ref|:`, JSON.stringify(report));
+      c?.dispose();
     });
 
     test('the first-step drift f(ts[0], x_t) of RevVPSDE(score_type="score_sde")', () => {
       const xt = tensorOf(d, 'x_t.npy');
       const B = xt.shape[0] as number;
-      const sde = new RevVPSDE({ model: opts.model, scoreType: 'score_sde', imgShape: [3, 32, 32] });
+      const sde = new RevVPSDE({ model: c.opts.model, scoreType: 'score_sde', imgShape: [3, 32, 32] });
       const f = T.tidy(() => hostOf(T.noGrad(() => sde.f(vpReverseTimes(0.1)[0], T.reshape(xt, [B, 3072])))));
       check('first_step_drift', f, npy(d, 'first_step_drift.npy').data);
       xt.dispose();
     });
 
-    /** purify under vjp: the purified images in [-1, 1] and dL/dx_in, with the evaluations counted. */
-    const run = (mode: 'exact' | 'continuous', more: Partial<PurifyOptions> = {}) => {
-      evals = 0;
-      const t0 = performance.now();
-      const res = T.tidy(() => {
-        const { out, vjpFn, release } = T.vjp((x: T.Tensor) => purify(x, { ...opts, mode, ...more }), xIn);
-        const purified = hostOf(T.sub(T.mul(out, 2), 1)); // (the vjp releases out)
-        const [g] = vjpFn(T.mul(w, 2));
-        release();
-        return { purified, grad: hostOf(g as T.Tensor) };
-      });
-      const seconds = (performance.now() - t0) / 1000;
-      console.log(
-        `diffpure_revsde${sub ? `/${sub}` : ''} ${mode}: ${seconds.toFixed(1)} s, ${evals} network evaluations`,
-      );
-      return res;
-    };
+    const run = (mode: 'exact' | 'continuous', more: Partial<PurifyOptions> = {}) =>
+      purifyWithGrad(c, label, mode, more);
 
     let firstPurified: Float64Array | null = null;
     const samePurified = (p: Float64Array) => {
@@ -134,7 +82,7 @@ for (const [sub, dt] of [
       "mode 'exact': purified and dL/dx_in vs autograd through torchsde.sdeint",
       async () => {
         await yieldToLoop();
-        const { purified, grad } = run('exact');
+        const { purified, grad } = await run('exact');
         check('purified', purified, npy(d, 'purified.npy').data);
         check('grad_x_in_autograd', grad, npy(d, 'grad_x_in_autograd.npy').data);
         samePurified(purified);
@@ -149,7 +97,7 @@ for (const [sub, dt] of [
         const ys: number[] = [];
         const as: number[] = [];
         const stored = cheap; // adjoint_pass_y / _a exist for dt 0.01 only
-        const { purified, grad } = run('continuous', {
+        const { purified, grad } = await run('continuous', {
           trace: stored
             ? ({ y, a }) => {
                 ys.push(...y.dataSync());
