@@ -10,6 +10,7 @@ import os from 'node:os';
 import { buildNetwork, type ModelKind, type Network } from '../src/diffpure/models.js';
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
+import { machineInfo } from './machine.js';
 
 const backends = (process.env.BENCH_BACKENDS ?? 'cpu,webgpu').split(',');
 const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
@@ -149,13 +150,7 @@ for (const backend of backends) {
 }
 const result = {
   bench: 'models',
-  machine: {
-    cpu: os.cpus()[0]?.model,
-    cores: os.cpus().length,
-    node: process.version,
-    loadavg_at_end: os.loadavg(),
-    adapter: backends.includes('webgpu') ? await T.describeDefaultAdapter() : null,
-  },
+  machine: { ...machineInfo(), adapter: backends.includes('webgpu') ? await T.describeDefaultAdapter() : null },
   note: 'seconds are wall time of one call after one warm-up call, read back to the host; images/s = batch / seconds',
   rows,
   peer: {

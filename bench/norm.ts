@@ -19,6 +19,7 @@ import {
   webgpuRequiredByEnv,
 } from '../src/wgsl/index.js';
 import { normLanes, normTuning } from '../src/wgsl/kernels/norm.js';
+import { machineInfo } from './machine.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const minSeconds = quick ? 0.5 : 1.5;
@@ -134,12 +135,7 @@ async function main(): Promise<void> {
   const result: Record<string, unknown> = {
     bench: 'norm',
     date: new Date().toISOString(),
-    machine: {
-      cpu: os.cpus()[0]?.model ?? 'unknown',
-      cores: os.cpus().length,
-      memGiB: Math.round(os.totalmem() / 2 ** 30),
-      node: process.version,
-    },
+    machine: machineInfo(),
     notes: [
       'ms per call: median over rounds of 4 calls ending in one readback; fused and composite take turns round by round',
       'cpuMs: process CPU time per call, lavapipe threads included: steadier than wall time when other processes share the machine',

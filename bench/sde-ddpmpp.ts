@@ -9,6 +9,7 @@ import os from 'node:os';
 import { loadNetwork } from '../src/diffpure/models.js';
 import { purify } from '../src/diffpure/purify.js';
 import * as T from '../src/index.js';
+import { machineInfo } from './machine.js';
 
 const fixture = '../shared/fixtures/ddpmpp';
 const backend = process.env.BENCH_BACKEND ?? 'cpu';
@@ -79,7 +80,7 @@ const result = {
   bench: 'sde-ddpmpp',
   what: 'continuous (paper) vs exact input gradient of sum(w * purify(x)), ddpmpp fixture DDPM++ (nf 32), batch 1, t* 0.1',
   backend,
-  machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, loadavg_at_end: os.loadavg() },
+  machine: machineInfo(),
   rows,
 };
 mkdirSync('bench/out', { recursive: true });

@@ -21,6 +21,7 @@ import {
   webgpuRequiredByEnv,
 } from '../src/wgsl/index.js';
 import { matmulTiles } from '../src/wgsl/kernels/matmul.js';
+import { machineInfo } from './machine.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 
@@ -233,12 +234,7 @@ async function main(): Promise<void> {
   const result = {
     bench: 'webgpu',
     date: new Date().toISOString(),
-    machine: {
-      cpu: os.cpus()[0]?.model ?? 'unknown',
-      cores: os.cpus().length,
-      memGiB: Math.round(os.totalmem() / 2 ** 30),
-      node: process.version,
-    },
+    machine: machineInfo(),
     adapter: { ...adapter, limits: undefined },
     gemmTile: matmulTiles,
     loadAverage: { before: loadBefore, after: os.loadavg()[0] },

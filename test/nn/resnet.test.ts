@@ -4,7 +4,6 @@
 // from an integer hash (test/nn/fixtures/classifiers, see make_refs.py there). Max pooling
 // against a direct loop, with PyTorch's routing of the gradient to the first maximum.
 
-import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import * as T from '../../src/index.js';
 import { readNpy } from '../../src/nn/io/npy.js';
@@ -21,24 +20,17 @@ import {
   wideResnet50x2,
 } from '../../src/nn/models/resnet.js';
 import { relErr } from '../harness/fixtures.js';
-import { hashedStateDict, hashedUniform } from './resnet_hashed_weights.js';
+import {
+  CLASSIFIER_REFS,
+  COTANGENT_KEY,
+  classifierRefs,
+  hashedStateDict,
+  hashedUniform,
+  type RefModel,
+} from './resnet_hashed_weights.js';
 
-const REFS = 'test/nn/fixtures/classifiers';
-interface RefModel {
-  n_params: number;
-  input_shape: number[];
-  input_key: number;
-  logits: number[][];
-  grad_x_file: string;
-  state_dict_keys: string[];
-}
-interface Refs {
-  torchvision: string;
-  models: Record<string, RefModel>;
-  full_size: Record<string, { n_params: number; state_dict_shapes: Record<string, number[]> }>;
-}
-const refs: Refs = JSON.parse(readFileSync(`${REFS}/meta.json`, 'utf8'));
-const COTANGENT_KEY = 2_000_001;
+const REFS = CLASSIFIER_REFS;
+const refs = classifierRefs;
 
 describe('torchvision ResNet structure', () => {
   const cases: [string, () => ResNet, number][] = [

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 // Deterministic weights from a 32-bit integer hash, recomputed bit for bit by
 // test/nn/fixtures/classifiers/make_refs.py, so reference outputs can be checked without storing
 // weight files: entry k of the state dict (in state-dict order) gets element i from
@@ -60,3 +61,22 @@ export function hashedStateDict(model: Module): Map<string, HostWeights> {
   });
   return out;
 }
+
+/** test/nn/fixtures/classifiers: outputs of torchvision / RobustBench on hash-initialised weights (see its README). */
+export const CLASSIFIER_REFS = 'test/nn/fixtures/classifiers';
+export interface RefModel {
+  n_params: number;
+  input_shape: number[];
+  input_key: number;
+  logits: number[][];
+  grad_x_file: string;
+  state_dict_keys: string[];
+}
+export interface Refs {
+  torchvision: string;
+  models: Record<string, RefModel>;
+  full_size: Record<string, { n_params: number; state_dict_shapes: Record<string, number[]> }>;
+}
+export const classifierRefs: Refs = JSON.parse(readFileSync(`${CLASSIFIER_REFS}/meta.json`, 'utf8'));
+/** Key of the hashed cotangent the reference input gradients were taken with. */
+export const COTANGENT_KEY = 2_000_001;

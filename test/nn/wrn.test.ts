@@ -25,10 +25,17 @@ import {
 } from '../../src/nn/models/wrn.js';
 import { relErr } from '../harness/fixtures.js';
 import { FIXTURE_TOL, wrnErrors } from './fixture-helpers.js';
-import { hashedStateDict, hashedUniform } from './resnet_hashed_weights.js';
+import {
+  CLASSIFIER_REFS,
+  COTANGENT_KEY,
+  classifierRefs,
+  hashedStateDict,
+  hashedUniform,
+  type RefModel,
+} from './resnet_hashed_weights.js';
 
 const FIXTURE = '../shared/fixtures/wrn';
-const REFS = 'test/nn/fixtures/classifiers';
+const REFS = CLASSIFIER_REFS;
 
 interface WrnMeta {
   architecture: string;
@@ -39,20 +46,7 @@ interface WrnMeta {
 }
 const meta: WrnMeta = JSON.parse(readFileSync(`${FIXTURE}/meta.json`, 'utf8'));
 
-interface RefModel {
-  n_params: number;
-  input_shape: number[];
-  input_key: number;
-  logits: number[][];
-  grad_x_file: string;
-  state_dict_keys: string[];
-}
-interface Refs {
-  models: Record<string, RefModel>;
-  full_size: Record<string, { n_params: number; state_dict_shapes: Record<string, number[]> }>;
-}
-const refs: Refs = JSON.parse(readFileSync(`${REFS}/meta.json`, 'utf8'));
-const COTANGENT_KEY = 2_000_001;
+const refs = classifierRefs;
 
 /** Logits and the gradient of sum(w * logits) wrt x. */
 function logitsAndGrad(f: (x: T.Tensor) => T.Tensor, x: T.Tensor, w: T.Tensor): { y: Float32Array; g: Float32Array } {
