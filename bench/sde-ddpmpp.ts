@@ -5,7 +5,6 @@
 // Run: node scripts/build.mjs && node dist/bench-sde-ddpmpp.mjs   (BENCH_DTS=0.01,0.001)
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import { loadNetwork } from '../src/diffpure/models.js';
 import { purify } from '../src/diffpure/purify.js';
 import * as T from '../src/index.js';
