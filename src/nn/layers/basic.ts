@@ -175,6 +175,33 @@ export class ModuleList<M extends Module = Module> extends Module {
 /** Children applied in order (torch.nn.Sequential). */
 export class Sequential extends ModuleList<Module & Callable> {
   forward(x: T.Tensor): T.Tensor {
-    return this.items.reduce((h, m) => m.forward(h), x);
+    // each layer's output goes as soon as the next one has consumed it (never the caller's x);
+    // autograd nodes keep what a backward pass needs
+    let h = x;
+    for (const m of this.items) {
+      const next = T.tidy(() => m.forward(h));
+      if (h !== x && h !== next) h.dispose();
+      h = next;
+    }
+    return h;
   }
+}
+
+/**
+ * One UNet decoder step, block(concat([h, skip], 1), emb), that frees the concatenation and the
+ * consumed skip tensor as soon as the block has run (in no-grad purification this keeps the peak
+ * near the skip connections; autograd nodes keep whatever a backward pass needs). `skip` must be
+ * the caller's own intermediate, used nowhere else.
+ */
+export function forwardOnConcat<E>(
+  block: { forward(x: T.Tensor, emb: E): T.Tensor },
+  h: T.Tensor,
+  skip: T.Tensor,
+  emb: E,
+): T.Tensor {
+  const cat = T.concat([h, skip], 1);
+  const out = block.forward(cat, emb);
+  cat.dispose();
+  skip.dispose();
+  return out;
 }

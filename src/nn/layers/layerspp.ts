@@ -201,17 +201,19 @@ export class AttnBlockpp extends Module {
     this.NIN_3 = this.registerModule('NIN_3', new NIN(channels, channels, initScale));
   }
   forward(x: T.Tensor): T.Tensor {
-    const [b, c, hh, ww] = x.shape as [number, number, number, number];
-    const p = hh * ww;
-    const h = this.GroupNorm_0.forward(x);
-    const q = T.reshape(this.NIN_0.forward(h), [b, c, p]);
-    const k = T.reshape(this.NIN_1.forward(h), [b, c, p]);
-    const v = T.reshape(this.NIN_2.forward(h), [b, c, p]);
-    // w[b, i, j] = <q[:, i], k[:, j]> / sqrt(C), softmax over the keys j
-    const w = T.softmax(T.mul(T.matmul(T.transpose(q), k), c ** -0.5), -1);
-    // out[b, c, i] = sum_j w[b, i, j] v[b, c, j]
-    const a = T.reshape(T.matmul(v, T.transpose(w)), [b, c, hh, ww]);
-    return skipSum(x, this.NIN_3.forward(a), this.skipRescale);
+    return T.tidy(() => {
+      const [b, c, hh, ww] = x.shape as [number, number, number, number];
+      const p = hh * ww;
+      const h = this.GroupNorm_0.forward(x);
+      const q = T.reshape(this.NIN_0.forward(h), [b, c, p]);
+      const k = T.reshape(this.NIN_1.forward(h), [b, c, p]);
+      const v = T.reshape(this.NIN_2.forward(h), [b, c, p]);
+      // w[b, i, j] = <q[:, i], k[:, j]> / sqrt(C), softmax over the keys j
+      const w = T.softmax(T.mul(T.matmul(T.transpose(q), k), c ** -0.5), -1);
+      // out[b, c, i] = sum_j w[b, i, j] v[b, c, j]
+      const a = T.reshape(T.matmul(v, T.transpose(w)), [b, c, hh, ww]);
+      return skipSum(x, this.NIN_3.forward(a), this.skipRescale);
+    });
   }
 }
 
@@ -269,11 +271,13 @@ export class Upsample extends Module {
     }
   }
   forward(x: T.Tensor): T.Tensor {
-    if (this.opts.fir) {
-      return this.Conv2d_0 ? this.Conv2d_0.forward(x) : upsample2d(x, this.opts.firKernel ?? [1, 3, 3, 1], 2);
-    }
-    const h = naiveUpsample2d(x, 2);
-    return this.Conv_0 ? this.Conv_0.forward(h) : h;
+    return T.tidy(() => {
+      if (this.opts.fir) {
+        return this.Conv2d_0 ? this.Conv2d_0.forward(x) : upsample2d(x, this.opts.firKernel ?? [1, 3, 3, 1], 2);
+      }
+      const h = naiveUpsample2d(x, 2);
+      return this.Conv_0 ? this.Conv_0.forward(h) : h;
+    });
   }
 }
 
@@ -299,17 +303,19 @@ export class Downsample extends Module {
     }
   }
   forward(x: T.Tensor): T.Tensor {
-    if (this.opts.fir) {
-      return this.Conv2d_0 ? this.Conv2d_0.forward(x) : downsample2d(x, this.opts.firKernel ?? [1, 3, 3, 1], 2);
-    }
-    if (!this.Conv_0) return T.avgPool2d(x, 2, 2);
-    // F.pad(x, (0, 1, 0, 1)) emulates TensorFlow's 'SAME' padding for the stride-2 conv
-    return this.Conv_0.forward(
-      T.pad(x, [
-        [0, 1],
-        [0, 1],
-      ]),
-    );
+    return T.tidy(() => {
+      if (this.opts.fir) {
+        return this.Conv2d_0 ? this.Conv2d_0.forward(x) : downsample2d(x, this.opts.firKernel ?? [1, 3, 3, 1], 2);
+      }
+      if (!this.Conv_0) return T.avgPool2d(x, 2, 2);
+      // F.pad(x, (0, 1, 0, 1)) emulates TensorFlow's 'SAME' padding for the stride-2 conv
+      return this.Conv_0.forward(
+        T.pad(x, [
+          [0, 1],
+          [0, 1],
+        ]),
+      );
+    });
   }
 }
 
@@ -359,15 +365,17 @@ export class ResnetBlockDDPMpp extends Module {
     }
   }
   forward(x: T.Tensor, temb: T.Tensor | null = null): T.Tensor {
-    const act = this.opts.act;
-    let h = this.Conv_0.forward(act(this.GroupNorm_0.forward(x)));
-    h = addTemb(h, this.Dense_0, act, temb);
-    h = this.Dropout_0.forward(act(this.GroupNorm_1.forward(h)));
-    h = this.Conv_1.forward(h);
-    let skip = x;
-    if (this.Conv_2) skip = this.Conv_2.forward(x);
-    else if (this.NIN_0) skip = this.NIN_0.forward(x);
-    return skipSum(skip, h, this.opts.skipRescale ?? false);
+    return T.tidy(() => {
+      const act = this.opts.act;
+      let h = this.Conv_0.forward(act(this.GroupNorm_0.forward(x)));
+      h = addTemb(h, this.Dense_0, act, temb);
+      h = this.Dropout_0.forward(act(this.GroupNorm_1.forward(h)));
+      h = this.Conv_1.forward(h);
+      let skip = x;
+      if (this.Conv_2) skip = this.Conv_2.forward(x);
+      else if (this.NIN_0) skip = this.NIN_0.forward(x);
+      return skipSum(skip, h, this.opts.skipRescale ?? false);
+    });
   }
 }
 
@@ -404,13 +412,15 @@ export class ResnetBlockBigGANpp extends Module {
     return x;
   }
   forward(x: T.Tensor, temb: T.Tensor | null = null): T.Tensor {
-    const act = this.opts.act;
-    let h = this.resample(act(this.GroupNorm_0.forward(x)));
-    let skip = this.resample(x);
-    h = addTemb(this.Conv_0.forward(h), this.Dense_0, act, temb);
-    h = this.Dropout_0.forward(act(this.GroupNorm_1.forward(h)));
-    h = this.Conv_1.forward(h);
-    if (this.Conv_2) skip = this.Conv_2.forward(skip);
-    return skipSum(skip, h, this.opts.skipRescale ?? true);
+    return T.tidy(() => {
+      const act = this.opts.act;
+      let h = this.resample(act(this.GroupNorm_0.forward(x)));
+      let skip = this.resample(x);
+      h = addTemb(this.Conv_0.forward(h), this.Dense_0, act, temb);
+      h = this.Dropout_0.forward(act(this.GroupNorm_1.forward(h)));
+      h = this.Conv_1.forward(h);
+      if (this.Conv_2) skip = this.Conv_2.forward(skip);
+      return skipSum(skip, h, this.opts.skipRescale ?? true);
+    });
   }
 }

@@ -22,7 +22,7 @@
 
 import * as T from '../../tensor/index.js';
 import { SiLU } from '../layers/activation.js';
-import { Conv2d, Dropout, GroupNorm, Linear, ModuleList, Sequential } from '../layers/basic.js';
+import { Conv2d, Dropout, forwardOnConcat, GroupNorm, Linear, ModuleList, Sequential } from '../layers/basic.js';
 import { Conv1d } from '../layers/conv1d.js';
 import { Embedding } from '../layers/embedding.js';
 import { Module } from '../module.js';
@@ -319,29 +319,31 @@ export class ResBlock extends Module {
   }
 
   forward(x: T.Tensor, emb: T.Tensor): T.Tensor {
-    let h: T.Tensor;
-    const inLayers = this.inLayers.items;
-    if (this.resample) {
-      h = (inLayers[1] as SiLU).forward((inLayers[0] as GroupNorm).forward(x));
-      h = this.resample(h);
-      x = this.resample(x);
-      h = (inLayers[2] as Conv2d).forward(h);
-    } else {
-      h = this.inLayers.forward(x);
-    }
-    const e = this.embLayers.forward(emb);
-    const embOut = T.reshape(e, [e.shape[0] as number, e.shape[1] as number, 1, 1]);
-    const outLayers = this.outLayers.items;
-    if (this.useScaleShiftNorm) {
-      const c = this.outChannels;
-      const scale = T.narrow(embOut, 1, 0, c);
-      const shift = T.narrow(embOut, 1, c, c);
-      h = T.add(T.mul((outLayers[0] as GroupNorm).forward(h), T.add(scale, 1)), shift);
-      for (const m of outLayers.slice(1)) h = m.forward(h);
-    } else {
-      h = this.outLayers.forward(T.add(h, embOut));
-    }
-    return T.add(this.skipConnection ? this.skipConnection.forward(x) : x, h);
+    return T.tidy(() => {
+      let h: T.Tensor;
+      const inLayers = this.inLayers.items;
+      if (this.resample) {
+        h = (inLayers[1] as SiLU).forward((inLayers[0] as GroupNorm).forward(x));
+        h = this.resample(h);
+        x = this.resample(x);
+        h = (inLayers[2] as Conv2d).forward(h);
+      } else {
+        h = this.inLayers.forward(x);
+      }
+      const e = this.embLayers.forward(emb);
+      const embOut = T.reshape(e, [e.shape[0] as number, e.shape[1] as number, 1, 1]);
+      const outLayers = this.outLayers.items;
+      if (this.useScaleShiftNorm) {
+        const c = this.outChannels;
+        const scale = T.narrow(embOut, 1, 0, c);
+        const shift = T.narrow(embOut, 1, c, c);
+        h = T.add(T.mul((outLayers[0] as GroupNorm).forward(h), T.add(scale, 1)), shift);
+        for (const m of outLayers.slice(1)) h = m.forward(h);
+      } else {
+        h = this.outLayers.forward(T.add(h, embOut));
+      }
+      return T.add(this.skipConnection ? this.skipConnection.forward(x) : x, h);
+    });
   }
 }
 
@@ -404,12 +406,14 @@ export class AttentionBlock extends Module {
   }
 
   forward(x: T.Tensor): T.Tensor {
-    const [b, c] = x.shape as [number, number];
-    const flat = T.reshape(x, [b, c, -1]);
-    const h = this.projOut.forward(
-      qkvAttention(this.qkv.forward(this.norm.forward(flat)), this.numHeads, this.newOrder),
-    );
-    return T.reshape(T.add(flat, h), x.shape);
+    return T.tidy(() => {
+      const [b, c] = x.shape as [number, number];
+      const flat = T.reshape(x, [b, c, -1]);
+      const h = this.projOut.forward(
+        qkvAttention(this.qkv.forward(this.norm.forward(flat)), this.numHeads, this.newOrder),
+      );
+      return T.reshape(T.add(flat, h), x.shape);
+    });
   }
 }
 
@@ -539,7 +543,7 @@ export class UNetModel extends Module {
       hs.push(h);
     }
     h = this.middleBlock.forward(h, emb);
-    for (const m of this.outputBlocks.items) h = m.forward(T.concat([h, hs.pop() as T.Tensor], 1), emb);
+    for (const m of this.outputBlocks.items) h = forwardOnConcat(m, h, hs.pop() as T.Tensor, emb);
     return this.out.forward(h);
   }
 }

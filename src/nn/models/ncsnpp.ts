@@ -8,7 +8,7 @@
 // what, at which level), so forward() walks named stages instead of a running index.
 
 import * as T from '../../tensor/index.js';
-import { type GroupNorm, ModuleList } from '../layers/basic.js';
+import { forwardOnConcat, type GroupNorm, ModuleList } from '../layers/basic.js';
 import {
   type Activation,
   AttnBlockpp,
@@ -445,7 +445,7 @@ export class NCSNpp extends Module {
     // decoder
     let pyramid: T.Tensor | null = null;
     for (const lv of this.up) {
-      for (const block of lv.blocks) h = block.forward(T.concat([h, hs.pop() as T.Tensor], 1), temb);
+      for (const block of lv.blocks) h = forwardOnConcat(block, h, hs.pop() as T.Tensor, temb);
       if (lv.attn) h = lv.attn.forward(h);
       if (c.progressive === 'output_skip') {
         const ph = (lv.pyramidConv as DdpmConv).forward(act((lv.pyramidNorm as GroupNorm).forward(h)));

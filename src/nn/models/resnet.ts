@@ -63,9 +63,11 @@ export class BasicBlock extends Module {
   }
 
   forward(x: T.Tensor): T.Tensor {
-    let out = T.relu(this.bn1.forward(this.conv1.forward(x)));
-    out = this.bn2.forward(this.conv2.forward(out));
-    return T.relu(T.add(out, this.downsample ? this.downsample.forward(x) : x));
+    return T.tidy(() => {
+      let out = T.relu(this.bn1.forward(this.conv1.forward(x)));
+      out = this.bn2.forward(this.conv2.forward(out));
+      return T.relu(T.add(out, this.downsample ? this.downsample.forward(x) : x));
+    });
   }
 }
 
@@ -92,10 +94,12 @@ export class Bottleneck extends Module {
   }
 
   forward(x: T.Tensor): T.Tensor {
-    let out = T.relu(this.bn1.forward(this.conv1.forward(x)));
-    out = T.relu(this.bn2.forward(this.conv2.forward(out)));
-    out = this.bn3.forward(this.conv3.forward(out));
-    return T.relu(T.add(out, this.downsample ? this.downsample.forward(x) : x));
+    return T.tidy(() => {
+      let out = T.relu(this.bn1.forward(this.conv1.forward(x)));
+      out = T.relu(this.bn2.forward(this.conv2.forward(out)));
+      out = this.bn3.forward(this.conv3.forward(out));
+      return T.relu(T.add(out, this.downsample ? this.downsample.forward(x) : x));
+    });
   }
 }
 

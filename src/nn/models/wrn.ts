@@ -86,13 +86,15 @@ export class WideBasicBlock extends Module {
   }
 
   forward(x: T.Tensor): T.Tensor {
-    // With a channel change, relu(bn1(x)) feeds both conv1 and the shortcut; otherwise the
-    // residual adds the raw x.
-    const act = T.relu(this.bn1.forward(x));
-    let out = T.relu(this.bn2.forward(this.conv1.forward(act)));
-    this.dropout.training = this.training;
-    out = this.conv2.forward(this.dropout.forward(out));
-    return T.add(this.convShortcut ? this.convShortcut.forward(act) : x, out);
+    return T.tidy(() => {
+      // With a channel change, relu(bn1(x)) feeds both conv1 and the shortcut; otherwise the
+      // residual adds the raw x.
+      const act = T.relu(this.bn1.forward(x));
+      let out = T.relu(this.bn2.forward(this.conv1.forward(act)));
+      this.dropout.training = this.training;
+      out = this.conv2.forward(this.dropout.forward(out));
+      return T.add(this.convShortcut ? this.convShortcut.forward(act) : x, out);
+    });
   }
 }
 
@@ -206,21 +208,23 @@ export class DMBlock extends Module {
   }
 
   forward(x: T.Tensor): T.Tensor {
-    // as in RobustBench's WideResNet: with a shortcut, the activation feeds both branches
-    const act = this.act.forward(this.batchnorm0.forward(x));
-    const padded =
-      this.stride === 1
-        ? T.pad(act, [
-            [1, 1],
-            [1, 1],
-          ])
-        : T.pad(act, [
-            [0, 1],
-            [0, 1],
-          ]);
-    let out = this.conv0.forward(padded);
-    out = this.conv1.forward(this.act.forward(this.batchnorm1.forward(out)));
-    return T.add(this.shortcut ? this.shortcut.forward(act) : x, out);
+    return T.tidy(() => {
+      // as in RobustBench's WideResNet: with a shortcut, the activation feeds both branches
+      const act = this.act.forward(this.batchnorm0.forward(x));
+      const padded =
+        this.stride === 1
+          ? T.pad(act, [
+              [1, 1],
+              [1, 1],
+            ])
+          : T.pad(act, [
+              [0, 1],
+              [0, 1],
+            ]);
+      let out = this.conv0.forward(padded);
+      out = this.conv1.forward(this.act.forward(this.batchnorm1.forward(out)));
+      return T.add(this.shortcut ? this.shortcut.forward(act) : x, out);
+    });
   }
 }
 
