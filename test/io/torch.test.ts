@@ -253,6 +253,13 @@ describe('guided-diffusion and RobustBench checkpoints', () => {
       ]),
     );
     expect([...extractStateDict(bare, { kind: 'robustbench' }).keys()]).toEqual([...sd.keys()]);
+    // DiffPure's wrn-70-16 layout: 'model_state_dict' with DataParallel(Sequential) 'module.0.' keys
+    const diffpure = new Map<PyValue, PyValue>([
+      ['epoch', 100],
+      ['model_state_dict', new Map([...bare].map(([k, v]) => [k.replace(/^model\./, 'module.0.'), v]))],
+    ]);
+    expect(detectCheckpointKind(diffpure)).toBe('robustbench');
+    expect([...extractStateDict(diffpure).keys()]).toEqual([...sd.keys()]);
     // the result is what Module.loadStateDict takes
     const forModule: ReadonlyMap<string, ModuleHostTensor> = sd;
     expect(forModule.size).toBe(sd.size);

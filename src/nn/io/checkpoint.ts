@@ -71,7 +71,7 @@ export function detectCheckpointKind(obj: PyValue): Exclude<CheckpointKind, 'aut
   if (!isDict(obj)) fail(`a checkpoint should be a dict, got ${pyTypeName(obj)}`);
   const d = obj as Map<PyValue, PyValue>;
   if (d.has('model') && d.has('ema')) return 'score_sde';
-  if (d.has('state_dict')) return 'robustbench';
+  if (d.has('state_dict') || d.has('model_state_dict')) return 'robustbench';
   if ([...d.keys()].some((k) => typeof k === 'string' && (k.startsWith('module.') || k.startsWith('model.'))))
     return 'robustbench';
   return 'plain';
@@ -139,6 +139,17 @@ export function extractStateDict(obj: PyValue, opts: ExtractOptions = {}): State
     case 'score_sde':
       return scoreSde(obj, opts);
     case 'robustbench': {
+      // DiffPure's own WRN-70-16 checkpoint keeps its weights under 'model_state_dict', saved from
+      // DataParallel(Sequential(model, ...)): every key starts 'module.0.', which DiffPure's
+      // update_state_dict(sd, idx_start=9) cuts off. RobustBench's keep 'state_dict' or none.
+      const diffpure = get(obj, 'model_state_dict');
+      if (diffpure !== undefined) {
+        const keys = isDict(diffpure) ? [...(diffpure as Map<PyValue, PyValue>).keys()] : [];
+        const all = keys.length > 0 && keys.every((k) => typeof k === 'string' && k.startsWith('module.0.'));
+        return tensorDict(diffpure, "DiffPure 'model_state_dict'", (k) =>
+          all ? k.slice('module.0.'.length) : stripPrefix(stripPrefix(k, 'module.'), 'model.'),
+        );
+      }
       const inner = get(obj, 'state_dict') ?? obj;
       return tensorDict(inner, 'RobustBench state dict', (k) => stripPrefix(stripPrefix(k, 'module.'), 'model.'));
     }

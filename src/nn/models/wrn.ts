@@ -325,8 +325,9 @@ export const dmWideResNet70x16 = () =>
 /**
  * DiffPure's utils.update_state_dict: every key loses its first `idxStart` characters (9 removes
  * the 'module.0.' of the DataParallel-wrapped DMWideResNet checkpoint, whose weights sit under
- * 'model_state_dict'; 7 removes 'module.'). RobustBench checkpoints need no such step: the
- * loader's extractStateDict strips their 'module.' / 'model.' prefixes.
+ * 'model_state_dict'; 7 removes 'module.'). Loading a checkpoint file needs no such step:
+ * extractStateDict cuts 'module.0.' from a 'model_state_dict' entry, and RobustBench's
+ * 'module.' / 'model.' prefixes.
  */
 export function updateStateDict<V>(sd: ReadonlyMap<string, V>, idxStart = 9): Map<string, V> {
   const out = new Map<string, V>();
