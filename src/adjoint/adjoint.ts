@@ -26,12 +26,13 @@
 // graph that may need them), so grad(x => loss(sdeintAdjoint(sde, x, ts))) needs nothing special.
 
 import { backward, detach, noGrad, vjp } from '../autograd/engine.js';
-import { diffusionDependsOnState, makeStepper } from '../sde/methods.js';
+import { diffusionDependsOnState, makeStepper, noiseTerm } from '../sde/methods.js';
 import { integrate, prepare, type SdeintOptions, type Times } from '../sde/sdeint.js';
 import { adjointSteps } from '../sde/time.js';
 import type { SDE } from '../sde/types.js';
 import { zerosLike } from '../tensor/prims/creation.js';
 import { add, mul, square, sub } from '../tensor/prims/elementwise.js';
+import { sumTo } from '../tensor/prims/reduce.js';
 import { narrow, reshape } from '../tensor/prims/shape.js';
 import { attachCustom, withGradMode } from '../tensor/runtime.js';
 import { type Prim, type Tensor, tidy } from '../tensor/tensor.js';
@@ -94,8 +95,10 @@ export function sdeintAdjoint(sde: SDE, x0: Tensor, ts: Times, opts: AdjointOpti
   if (mode === 'continuous') {
     if (sde.sdeType !== 'ito' && gDep)
       throw new Error('sdeintAdjoint: the continuous adjoint supports Ito SDEs (or g independent of the state)');
-    if (sde.noiseType === 'scalar' && gDep)
-      throw new Error('sdeintAdjoint: the continuous adjoint of scalar noise needs g independent of the state');
+    if ((sde.noiseType === 'scalar' || sde.noiseType === 'general') && gDep)
+      throw new Error(
+        `sdeintAdjoint: the continuous adjoint of ${sde.noiseType} noise needs g independent of the state; use mode 'exact'`,
+      );
     adjointMethod ??= sde.noiseType === 'diagonal' && sde.sdeType === 'ito' ? 'milstein' : 'euler';
     if (adjointMethod !== 'euler' && adjointMethod !== 'milstein')
       throw new Error(`sdeintAdjoint: adjointMethod must be 'euler' or 'milstein', got '${adjointMethod}'`);
@@ -277,14 +280,16 @@ function adjointStep(
     const wrt = [yl, ...pl];
     const out = noGrad(() => {
       const a = st.a;
-      let y = sub(sub(st.y, mul(h, ds)), mul(g, dW));
+      let y = sub(sub(st.y, mul(h, ds)), noiseTerm(sde.noiseType, g, dW));
       const v = milstein ? sub(square(dW), ds) : null;
       if (v) y = add(y, mul(mul(mul(g, gp as Tensor), v), 0.5));
       // one backward pass for all VJPs: outputs [h, g, g'] with the cotangents of the update
       const outs: Tensor[] = [h];
       const cots: Tensor[] = [mul(a, ds)];
       if (g.requiresGrad) {
-        let cg = mul(a, dW);
+        // d(g dW)/dg against a: a dW elementwise, or the outer product a dW^T for general noise
+        let cg =
+          sde.noiseType === 'general' ? sumTo(mul(unsqueezeLast(a), unsqueezeBeforeLast(dW)), g.shape) : mul(a, dW);
         if (gp) cg = add(cg, mul(mul(a, gp), ds));
         if (v) cg = add(cg, mul(mul(mul(a, gp as Tensor), v), 0.5));
         outs.push(g);
@@ -312,3 +317,9 @@ function adjointStep(
     return out;
   });
 }
+
+/** a [..., d] -> [..., d, 1] */
+const unsqueezeLast = (a: Tensor) => reshape(a, [...a.shape, 1]);
+/** dW [..., m] -> [..., 1, m] */
+const unsqueezeBeforeLast = (w: Tensor) =>
+  reshape(w, [...w.shape.slice(0, -1), 1, w.shape[w.shape.length - 1] as number]);

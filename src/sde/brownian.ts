@@ -342,9 +342,16 @@ export class BrownianReplay implements BrownianMotion {
   }
 }
 
-/** The Brownian motion's shape for a state of `xShape` under `noiseType`. */
-export function brownianShape(noiseType: string, xShape: Shape): number[] {
+/**
+ * The Brownian motion's shape for a state of `xShape` under `noiseType`; general noise needs the
+ * number m of Brownian motions per row (the last axis of g).
+ */
+export function brownianShape(noiseType: string, xShape: Shape, m?: number): number[] {
   if (noiseType === 'scalar') return xShape.map((d, i) => (i === 0 ? d : 1));
+  if (noiseType === 'general') {
+    if (m === undefined) throw new Error('brownianShape: general noise needs m, the last axis of g');
+    return [...xShape.slice(0, -1), m];
+  }
   return [...xShape];
 }
 

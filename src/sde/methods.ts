@@ -6,14 +6,18 @@
 //   milstein  diagonal/additive noise, Ito (or Stratonovich): euler + 1/2 g g' (dW^2 - dt) (dW^2).
 //             Strong order 1.0. g' = dg_i/dx_i from sde.dgdx, or one VJP of g (see below).
 //   heun      Stratonovich Heun (predictor-corrector). Strong order 1.0 for diagonal noise.
+// Every scheme writes its noise term as noiseTerm(g, dW): g dW elementwise, or for general noise
+// the product of g [..., d, m] with dW [..., m].
 //   sra1      Roessler's SRA1 for additive noise (torchsde's 'srk' on additive SDEs): two stages,
 //             needs W and U = int (W(s) - W(t0)) ds of each step. Strong order 1.5.
 
 import { backward, detach, noGrad } from '../autograd/engine.js';
 import { onesLike } from '../tensor/prims/creation.js';
 import { add, mul, square, sub } from '../tensor/prims/elementwise.js';
+import { sum } from '../tensor/prims/reduce.js';
+import { reshape } from '../tensor/prims/shape.js';
 import { isGradEnabled, withGradMode } from '../tensor/runtime.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { type Tensor, tidy } from '../tensor/tensor.js';
 import type { BrownianMotion } from './brownian.js';
 import { f32 } from './time.js';
 import type { SDE } from './types.js';
@@ -24,6 +28,7 @@ export const METHODS: readonly Method[] = ['euler', 'milstein', 'heun', 'sra1'];
 /** Strong order of each method on each noise type (torchsde's table). */
 export function strongOrder(method: Method, noiseType: SDE['noiseType']): number {
   if (method === 'euler') return noiseType === 'additive' ? 1 : 0.5;
+  if (method === 'heun' && noiseType === 'general') return 0.5; // 1.0 only for commutative noise
   if (method === 'sra1') return 1.5;
   return 1;
 }
@@ -48,9 +53,8 @@ export function diffusionDependsOnState(sde: SDE, t: number, x: Tensor): boolean
   return withGradMode(true, () => {
     const leaf = detach(x);
     leaf.requiresGrad = true;
-    const g = sde.g(t, leaf);
-    const dep = dependsOn(g, leaf);
-    g.dispose();
+    // tidy, not g.dispose(): g may hand back a tensor it does not own (a parameter)
+    const dep = tidy(() => dependsOn(sde.g(t, leaf), leaf));
     leaf.dispose();
     return dep;
   });
@@ -91,8 +95,8 @@ export type Stepper = (t0: number, t1: number, y: Tensor) => Tensor;
 export function checkMethod(op: string, sde: SDE, method: Method): void {
   if (!METHODS.includes(method)) throw new Error(`${op}: unknown method '${method}'; one of ${METHODS.join(', ')}`);
   const { noiseType, sdeType } = sde;
-  if (!['diagonal', 'additive', 'scalar'].includes(noiseType))
-    throw new Error(`${op}: unknown noise type '${noiseType}' (diagonal, additive or scalar)`);
+  if (!['diagonal', 'additive', 'scalar', 'general'].includes(noiseType))
+    throw new Error(`${op}: unknown noise type '${noiseType}' (diagonal, additive, scalar or general)`);
   if (sdeType !== 'ito' && sdeType !== 'stratonovich')
     throw new Error(`${op}: unknown SDE type '${sdeType}' (ito or stratonovich)`);
   // For additive noise the Ito and Stratonovich readings coincide, so any method fits.
@@ -101,10 +105,45 @@ export function checkMethod(op: string, sde: SDE, method: Method): void {
     throw new Error(`${op}: method '${method}' integrates Ito SDEs; use 'heun' or 'milstein' for Stratonovich`);
   if (method === 'heun' && sdeType !== 'stratonovich' && !additive)
     throw new Error(`${op}: method 'heun' integrates Stratonovich SDEs; use 'euler' or 'milstein' for Ito`);
-  if (method === 'milstein' && noiseType === 'scalar')
-    throw new Error(`${op}: method 'milstein' supports diagonal and additive noise, not scalar`);
+  if (method === 'milstein' && (noiseType === 'scalar' || noiseType === 'general'))
+    throw new Error(`${op}: method 'milstein' supports diagonal and additive noise, not ${noiseType}`);
   if (method === 'sra1' && !additive)
     throw new Error(`${op}: method 'sra1' needs additive noise (noiseType 'additive'), got '${noiseType}'`);
+}
+
+/**
+ * The noise term of a step: g dW (elementwise, broadcasting) or, for general noise,
+ * sum_j g[..., i, j] dW[..., j] with g [..., d, m] and dW [..., m].
+ */
+export function noiseTerm(noiseType: SDE['noiseType'], g: Tensor, dW: Tensor): Tensor {
+  if (noiseType !== 'general') return mul(g, dW);
+  checkGeneralShapes(g.shape, dW.shape);
+  const r = dW.shape.length;
+  return sum(mul(g, reshape(dW, [...dW.shape.slice(0, -1), 1, dW.shape[r - 1] as number])), [r]);
+}
+
+/** g [..., d, m] against dW [..., m] (general noise), with an error naming both shapes. */
+export function checkGeneralShapes(g: readonly number[], dW: readonly number[]): void {
+  const r = dW.length;
+  const ok = g.length === r + 1 && g[r] === dW[r - 1] && dW.slice(0, -1).every((d, i) => d === g[i] || g[i] === 1);
+  if (!ok)
+    throw new Error(
+      `general noise: g(t, x) has shape [${g.join(', ')}] but the Brownian increment is [${dW.join(', ')}]; ` +
+        'g must be [...x.shape, m] for a state x [..., d] and m Brownian motions',
+    );
+}
+
+/** m, the number of Brownian motions of a general-noise SDE, from one evaluation of g at (t, x). */
+export function generalNoiseSize(sde: SDE, t: number, x: Tensor): number {
+  // tidy, not g.dispose(): g may hand back a tensor it does not own (x, a parameter)
+  const shape = noGrad(() => tidy(() => [...sde.g(t, x).shape]));
+  const fits = (d: number, i: number) => shape[i] === d || shape[i] === 1;
+  if (shape.length !== x.shape.length + 1 || !x.shape.every(fits))
+    throw new Error(
+      `general noise: g(t, x) has shape [${shape.join(', ')}] for x [${x.shape.join(', ')}]; ` +
+        'it must be [...x.shape, m] (m Brownian motions; leading axes may be 1 to broadcast)',
+    );
+  return shape[shape.length - 1] as number;
 }
 
 export function makeStepper(sde: SDE, method: Method, bm: BrownianMotion, opts: StepperOptions = {}): Stepper {
@@ -120,7 +159,7 @@ export function makeStepper(sde: SDE, method: Method, bm: BrownianMotion, opts: 
       return (t0, t1, y) => {
         const dt = f32(t1 - t0);
         const dW = bm.increment(t0, t1);
-        return add(add(y, mul(sde.f(t0, y), dt)), mul(sde.g(t0, y), dW));
+        return add(add(y, mul(sde.f(t0, y), dt)), noiseTerm(sde.noiseType, sde.g(t0, y), dW));
       };
 
     case 'milstein':
@@ -140,10 +179,10 @@ export function makeStepper(sde: SDE, method: Method, bm: BrownianMotion, opts: 
         const dt = f32(t1 - t0);
         const dW = bm.increment(t0, t1);
         const f0 = sde.f(t0, y);
-        const gw0 = mul(sde.g(t0, y), dW);
+        const gw0 = noiseTerm(sde.noiseType, sde.g(t0, y), dW);
         const yp = add(add(y, mul(f0, dt)), gw0);
         const f1 = sde.f(t1, yp);
-        const gw1 = mul(sde.g(t1, yp), dW);
+        const gw1 = noiseTerm(sde.noiseType, sde.g(t1, yp), dW);
         return add(y, mul(add(add(mul(add(f0, f1), dt), gw0), gw1), 0.5));
       };
 

@@ -9,7 +9,7 @@ import { stack } from '../tensor/prims/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { tidy } from '../tensor/tensor.js';
 import { BrownianGrid, type BrownianMotion, brownianShape, mergeNodes, randomSeed } from './brownian.js';
-import { type Method, makeStepper, type Stepper, type StepperOptions } from './methods.js';
+import { generalNoiseSize, type Method, makeStepper, type Stepper, type StepperOptions } from './methods.js';
 import { adjointSteps, checkDt, checkTimes, type SolvePlan, solvePlan } from './time.js';
 import type { SDE } from './types.js';
 
@@ -50,7 +50,11 @@ export function defaultBrownian(sde: SDE, x0: Tensor, ts: readonly number[], o: 
   return new BrownianGrid({
     t0: ts[0] as number,
     t1: ts[ts.length - 1] as number,
-    shape: brownianShape(sde.noiseType, x0.shape),
+    shape: brownianShape(
+      sde.noiseType,
+      x0.shape,
+      sde.noiseType === 'general' ? generalNoiseSize(sde, ts[0] as number, x0) : undefined,
+    ),
     seed: o.seed ?? randomSeed(),
     nodes: mergeNodes(...lists),
     dtype: x0.dtype,

@@ -3,17 +3,20 @@
 //   dX = f(t, X) dt + g(t, X) dW       (Ito; 'stratonovich' reads the noise term as g o dW)
 //
 // Times are plain numbers holding float32 values (the solvers round them as torch does); states
-// are tensors of any shape, the leading axis usually the batch. Noise types, all with g(t, x)
-// returning a tensor broadcastable to x's shape:
-//   'diagonal'  one Brownian motion per state element; g_i may depend on x_i only (torchsde's
-//               diagonal noise as its Milstein scheme assumes), so dg/dx is elementwise.
+// are tensors of any shape, the leading axis usually the batch. Noise types:
+//   'diagonal'  one Brownian motion per state element; g (broadcastable to x) with g_i depending
+//               on x_i only (torchsde's diagonal noise as its Milstein scheme assumes), so dg/dx
+//               is elementwise.
 //   'additive'  as 'diagonal' but g does not depend on x (it may depend on t and parameters).
-//   'scalar'    one Brownian motion per batch row (shape [B, 1, ...]) shared by every element.
-// torchsde's 'general' noise (a (d, m) matrix per row) is not supported.
+//   'scalar'    one Brownian motion per batch row (shape [B, 1, ...]) shared by every element;
+//               g broadcastable to x.
+//   'general'   torchsde's general noise: x [..., d], g [..., d, m], m Brownian motions per row
+//               (shape [..., m]); the noise term is the matrix-vector product g dW. m is read off
+//               g(ts[0], x0). Euler and Heun only (no Milstein, as torchsde without Levy areas).
 
 import type { Tensor } from '../tensor/tensor.js';
 
-export type NoiseType = 'diagonal' | 'additive' | 'scalar';
+export type NoiseType = 'diagonal' | 'additive' | 'scalar' | 'general';
 export type SdeType = 'ito' | 'stratonovich';
 
 export interface SDE {
@@ -21,7 +24,7 @@ export interface SDE {
   readonly sdeType: SdeType;
   /** Drift at time t, same shape as x. */
   f(t: number, x: Tensor): Tensor;
-  /** Diffusion at time t, broadcastable to x's shape. */
+  /** Diffusion at time t: broadcastable to x's shape, or [...x.shape, m] for general noise. */
   g(t: number, x: Tensor): Tensor;
   /**
    * Optional dg_i/dx_i (diagonal noise), written with tensor ops. Milstein uses it for its
