@@ -19,6 +19,7 @@
 import { describe, expect, test } from 'vitest';
 import * as T from '../../src/index.js';
 import { BrownianGrid, defineSde, type Method, type SDE, sdeint } from '../../src/sde/index.js';
+import { fitOrder } from './helpers.js';
 
 const M = 500;
 const FINE = 10;
@@ -26,21 +27,6 @@ const FINE = 10;
 interface Result {
   order: number;
   errors: number[];
-}
-
-/** Least-squares slope of log2(error) against log2(dt). */
-function fitOrder(levels: number[], errors: number[]): number {
-  const xs = levels.map((l) => -l);
-  const ys = errors.map(Math.log2);
-  const mx = xs.reduce((a, b) => a + b) / xs.length;
-  const my = ys.reduce((a, b) => a + b) / ys.length;
-  let num = 0;
-  let den = 0;
-  xs.forEach((x, i) => {
-    num += (x - mx) * ((ys[i] as number) - my);
-    den += (x - mx) ** 2;
-  });
-  return num / den;
 }
 
 function strongOrder(

@@ -13,7 +13,7 @@ import { describe, expect, test } from 'vitest';
 import { sdeintAdjoint } from '../../src/adjoint/index.js';
 import * as T from '../../src/index.js';
 import { BrownianGrid, defineSde, type Method, type SDE, sdeint } from '../../src/sde/index.js';
-import { hostOf, relL2, relMaxErr } from './helpers.js';
+import { fitOrder, hostOf, relL2, relMaxErr } from './helpers.js';
 
 const f64 = { dtype: 'float64' as const };
 const A = [1.2, -0.5];
@@ -32,20 +32,6 @@ function linear(sdeType: 'ito' | 'stratonovich'): SDE {
     f: (_t, x) => T.mul(x, a),
     g: (_t, x) => T.mul(T.reshape(x, [x.shape[0] as number, 2, 1]), b),
   });
-}
-
-function fitOrder(levels: number[], errors: number[]): number {
-  const xs = levels.map((l) => -l);
-  const ys = errors.map(Math.log2);
-  const mx = xs.reduce((p, q) => p + q) / xs.length;
-  const my = ys.reduce((p, q) => p + q) / ys.length;
-  let num = 0;
-  let den = 0;
-  xs.forEach((x, i) => {
-    num += (x - mx) * ((ys[i] as number) - my);
-    den += (x - mx) ** 2;
-  });
-  return num / den;
 }
 
 function order(sdeType: 'ito' | 'stratonovich', method: Method): { order: number; errors: number[] } {

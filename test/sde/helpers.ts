@@ -470,3 +470,18 @@ export function traceCollector(): {
     read: async () => ({ y: flat(await readAndDispose(...ys)), a: flat(await readAndDispose(...as)) }),
   };
 }
+
+/** Least-squares slope of log2(error) against log2(dt) for dt = 2^-level: the fitted strong order. */
+export function fitOrder(levels: number[], errors: number[]): number {
+  const xs = levels.map((l) => -l);
+  const ys = errors.map(Math.log2);
+  const mx = xs.reduce((a, b) => a + b) / xs.length;
+  const my = ys.reduce((a, b) => a + b) / ys.length;
+  let num = 0;
+  let den = 0;
+  xs.forEach((x, i) => {
+    num += (x - mx) * ((ys[i] as number) - my);
+    den += (x - mx) ** 2;
+  });
+  return num / den;
+}
