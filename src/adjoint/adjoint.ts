@@ -109,7 +109,7 @@ export function sdeintAdjoint(sde: SDE, x0: Tensor, ts: Times, opts: AdjointOpti
       );
   }
 
-  const { ys, states } = noGrad(() => integrate(step, x0, p.plan, mode === 'exact'));
+  const { ys, states } = noGrad(() => integrate(step, x0, p.plan, mode === 'exact', opts.onStep));
   const saved = states ? states.slice(1) : [];
 
   const prim: Prim = {
@@ -119,7 +119,7 @@ export function sdeintAdjoint(sde: SDE, x0: Tensor, ts: Times, opts: AdjointOpti
       const inputs = ctx.inputs.slice(0, nIn);
       const grads =
         mode === 'exact'
-          ? exactBackward(sde, p, params, gys, [inputs[0] as Tensor, ...ctx.inputs.slice(nIn)], gDep)
+          ? exactBackward(sde, p, params, gys, [inputs[0] as Tensor, ...ctx.inputs.slice(nIn)], gDep, opts.onStep)
           : continuousBackward(
               sde,
               p,
@@ -130,6 +130,7 @@ export function sdeintAdjoint(sde: SDE, x0: Tensor, ts: Times, opts: AdjointOpti
               adjointDt,
               gDep,
               opts.trace,
+              opts.onStep,
             );
       return [...grads, ...saved.map(() => null)];
     },
@@ -150,6 +151,7 @@ function exactBackward(
   gys: Tensor,
   states: readonly Tensor[],
   gDep: boolean,
+  onStep: SdeintOptions['onStep'],
 ): Tensor[] {
   const { times, outputs } = p.plan;
   const K = times.length - 1;
@@ -179,6 +181,7 @@ function exactBackward(
   let a: Tensor | null = null;
   let aTheta: Tensor[] = params.map((q) => zerosLike(q));
   for (let k = K; k >= 1; k--) {
+    onStep?.({ phase: 'backward', step: K - k + 1, steps: K });
     const a1 = addContrib(a, k);
     if (a !== a1) a?.dispose();
     a = a1;
@@ -230,11 +233,15 @@ function continuousBackward(
   dt: number,
   gDep: boolean,
   trace: AdjointOptions['trace'],
+  onStep: SdeintOptions['onStep'],
 ): Tensor[] {
   const T = p.ts.length;
+  const grids = Array.from({ length: T - 1 }, (_, i) => adjointSteps(p.ts[i] as number, p.ts[i + 1] as number, dt));
+  const total = grids.reduce((n, g) => n + g.length, 0);
+  let done = 0;
   let st: AugState = { y: row(ys, T - 1), a: row(gys, T - 1), aTheta: params.map((q) => zerosLike(q)) };
   for (let i = T - 1; i >= 1; i--) {
-    const steps = adjointSteps(p.ts[i - 1] as number, p.ts[i] as number, dt);
+    const steps = grids[i - 1] as [number, number][];
     trace?.({ t: steps[0]?.[0] as number, y: st.y, a: st.a });
     for (const [tHi, tLo] of steps) {
       const prev = st;
@@ -243,6 +250,7 @@ function continuousBackward(
       prev.a.dispose();
       for (const q of prev.aTheta) q.dispose();
       trace?.({ t: tLo, y: st.y, a: st.a });
+      onStep?.({ phase: 'backward', step: ++done, steps: total });
     }
     // as torchsde: restart y from the forward output at ts[i-1] and add that output's cotangent
     const y = row(ys, i - 1);

@@ -8,6 +8,7 @@ import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '..
 import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
 import { fitSineDemo } from './demo.js';
 import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
+import { runPurify } from './purify-command.js';
 
 interface Command {
   summary: string;
@@ -126,6 +127,62 @@ const commands: Record<string, Command> = {
       console.log(
         `${kind} on ${backend}: x ${JSON.stringify(xs.shape)} -> ${v.out} ${JSON.stringify(y.shape)} in ${((performance.now() - t0) / 1000).toFixed(2)} s`,
       );
+    },
+  },
+  purify: {
+    summary: "DiffPure's purification of images in [0, 1] (x.npy), optionally with the input gradient",
+    usage:
+      'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm] [--config cfg.json]\n' +
+      '    [--tstar 0.1] [--dt 0.001] [--seed N] [--noise e.npy] [--bm-increments dW.npy --bm-times t.npy]\n' +
+      '    [--grad g.npy [--w w.npy] [--mode continuous|exact]] [--backend cpu|webgpu] [--json]\n' +
+      "  --grad writes d sum(w * purified) / dx (w defaults to ones) by the paper's adjoint (continuous, default)\n" +
+      '  or the exact gradient of the discrete solve (exact). Without --seed a seed is drawn and printed.',
+    options: {
+      model: { type: 'string', default: 'ddpmpp' },
+      config: { type: 'string' },
+      weights: { type: 'string' },
+      x: { type: 'string' },
+      out: { type: 'string' },
+      tstar: { type: 'string', default: '0.1' },
+      dt: { type: 'string', default: '0.001' },
+      seed: { type: 'string' },
+      noise: { type: 'string' },
+      'bm-increments': { type: 'string' },
+      'bm-times': { type: 'string' },
+      grad: { type: 'string' },
+      w: { type: 'string' },
+      mode: { type: 'string', default: 'continuous' },
+      backend: { type: 'string', default: 'cpu' },
+      json: { type: 'boolean' },
+    },
+    async run(v) {
+      const kind = modelKind(v.model);
+      const num = (name: string) => {
+        const n = Number(v[name]);
+        if (!(n > 0 && n <= 1)) throw new Error(`--${name} must be a number in (0, 1], got '${v[name]}'`);
+        return n;
+      };
+      const mode = v.mode as string;
+      if (mode !== 'continuous' && mode !== 'exact')
+        throw new Error(`--mode must be continuous or exact, got '${mode}'`);
+      await runPurify({
+        kind,
+        config: readConfig(kind, v.config),
+        weights: required(v, 'weights'),
+        x: required(v, 'x'),
+        out: required(v, 'out'),
+        tStar: num('tstar'),
+        dt: num('dt'),
+        seed: v.seed === undefined ? undefined : positiveInt('--seed', String(v.seed), true),
+        noise: v.noise as string | undefined,
+        bmIncrements: v['bm-increments'] as string | undefined,
+        bmTimes: v['bm-times'] as string | undefined,
+        grad: v.grad as string | undefined,
+        w: v.w as string | undefined,
+        mode,
+        backend: String(v.backend),
+        json: !!v.json,
+      });
     },
   },
   demo: {

@@ -67,6 +67,8 @@ export interface PurifyOptions {
   paramGrads?: boolean;
   /** continuous: called with y and a ([B, C H W]) at every adjoint time (diagnostics; see sdeintAdjoint). */
   trace?: AdjointOptions['trace'];
+  /** Called after every reverse-SDE step and every backward step of the gradient (progress). */
+  onStep?: AdjointOptions['onStep'];
 }
 
 function checkImages(op: string, x: Tensor): void {
@@ -115,6 +117,7 @@ export function purifyCentered(x: Tensor, o: PurifyOptions): Tensor {
       adjointMethod: o.adjointMethod,
       paramGrads: o.paramGrads,
       trace: o.trace,
+      onStep: o.onStep,
     });
     // xs_[-1].view(x.shape)
     return reshape(narrow(ys, 0, 1, 1), x.shape);

@@ -9,7 +9,7 @@ export {
   brownianShape,
 } from './brownian.js';
 export { METHODS, type Method, strongOrder } from './methods.js';
-export { defaultBrownian, type SdeintOptions, sdeint, type Times } from './sdeint.js';
+export { defaultBrownian, type SdeintOptions, type StepEvent, sdeint, type Times } from './sdeint.js';
 export { adjointSteps, f32, type SolvePlan, solvePlan, stepGrid } from './time.js';
 export { defineSde, type NoiseType, type SDE, type SdeSpec, type SdeType } from './types.js';
 export {

@@ -22,6 +22,15 @@ export interface SdeintOptions {
   bm?: BrownianMotion;
   /** Seed of the default path (random when omitted). */
   seed?: number;
+  /** Called after every solver step, and in sdeintAdjoint after every backward step: progress of long solves. */
+  onStep?: (e: StepEvent) => void;
+}
+
+/** Progress of a solve: `step` of `steps` done in the forward solve or the gradient's backward pass. */
+export interface StepEvent {
+  phase: 'forward' | 'backward';
+  step: number;
+  steps: number;
 }
 
 /** Times given as numbers, a Float32Array, or anything array-like. */
@@ -71,6 +80,7 @@ export function integrate(
   x0: Tensor,
   plan: SolvePlan,
   keepStates = false,
+  onStep?: (e: StepEvent) => void,
 ): { ys: Tensor; states: Tensor[] | null } {
   const { times, outputs } = plan;
   const outs: Tensor[] = [];
@@ -101,6 +111,7 @@ export function integrate(
     curr = y1;
     states?.push(y1);
     emit(k);
+    onStep?.({ phase: 'forward', step: k, steps: times.length - 1 });
   }
   const ys = stack(outs, 0);
   if (!keepStates) {
@@ -147,5 +158,5 @@ export function prepare(
 export function sdeint(sde: SDE, x0: Tensor, ts: Times, opts: SdeintOptions = {}, stepper?: StepperOptions): Tensor {
   const p = prepare('sdeint', sde, x0, ts, opts);
   const step = makeStepper(sde, p.method, p.bm, stepper);
-  return integrate(step, x0, p.plan).ys;
+  return integrate(step, x0, p.plan, false, opts.onStep).ys;
 }

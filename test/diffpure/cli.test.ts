@@ -1,13 +1,15 @@
-// The command line reproduces the fixtures: `diffpure forward` on each official checkpoint, and
-// `diffpure convert` to safetensors and back, compared with the PyTorch outputs (1e-4 max|ref|,
-// the fixtures' stated tolerance).
+// The command line reproduces the fixtures: `diffpure forward` on each official checkpoint,
+// `diffpure convert` to safetensors and back, and `diffpure purify` on DiffPure's own pipeline
+// (diffpure_revsde: stored forward noise and Brownian increments, dt 0.01), compared with the
+// PyTorch outputs (1e-4 max|ref|, the fixtures' stated tolerance).
 
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { main } from '../../src/diffpure/cli.js';
-import { readNpy } from '../../src/nn/io/index.js';
+import { readNpy, writeNpy } from '../../src/nn/io/index.js';
+import { yieldToLoop } from './revsde-helpers.js';
 
 const F = '../shared/fixtures';
 const dir = mkdtempSync(join(tmpdir(), 'diffpure-cli-'));
@@ -82,5 +84,81 @@ describe('diffpure forward reproduces the fixtures', () => {
     expect(await main(['forward', '--model', 'wrn', '--x', 'x.npy'])).toBe(1);
     expect(await main(['convert', 'only-one.pth', '--model', 'wrn'])).toBe(1);
     expect(await main(['nope'])).toBe(2);
+  });
+});
+
+describe('diffpure purify reproduces the diffpure_revsde fixture', () => {
+  const R = `${F}/diffpure_revsde`;
+  const base = (out: string) => [
+    'purify',
+    '--config',
+    config('ddpmpp-revsde', meta('ddpmpp').config),
+    '--weights',
+    `${F}/ddpmpp/checkpoint.pth`,
+    '--x',
+    `${R}/x_in.npy`,
+    '--out',
+    out,
+    '--dt',
+    '0.01',
+    '--noise',
+    `${R}/forward_noise.npy`,
+    '--bm-increments',
+    `${R}/brownian_increments.npy`,
+    '--bm-times',
+    `${R}/time_grid.npy`,
+  ];
+
+  test('purified images and the exact input gradient', async () => {
+    const out = join(dir, 'purified.npy');
+    const g = join(dir, 'grad.npy');
+    // the fixture's loss is sum(w * purified in [-1, 1]) = 2 sum(w * purified in [0, 1]) - const
+    const w = readNpy(`${R}/loss_weight.npy`);
+    const w2 = join(dir, 'w2.npy');
+    writeNpy(
+      w2,
+      Float32Array.from(w.data, (v) => 2 * v),
+      w.shape,
+    );
+    const log = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    await yieldToLoop(); // the run below blocks the loop for tens of seconds
+    try {
+      expect(await main([...base(out), '--grad', g, '--w', w2, '--mode', 'exact'])).toBe(0);
+      // progress reached the last step of both passes
+      const lines = log.mock.calls.map((c) => String(c[0]));
+      expect(lines.some((l) => /purify: forward step 10\/10/.test(l))).toBe(true);
+      expect(lines.some((l) => /purify: backward step 10\/10/.test(l))).toBe(true);
+    } finally {
+      log.mockRestore();
+    }
+    const y = readNpy(out);
+    const centered = join(dir, 'centered.npy');
+    writeNpy(
+      centered,
+      Float32Array.from(y.data, (v) => 2 * v - 1),
+      y.shape,
+    );
+    expect(relErr(centered, `${R}/purified.npy`)).toBeLessThan(1e-4);
+    expect(relErr(g, `${R}/grad_x_in_autograd.npy`)).toBeLessThan(1e-4);
+  });
+
+  test('bad inputs are named', async () => {
+    const err = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      const out = join(dir, 'never.npy');
+      const nan = join(dir, 'nan.npy');
+      writeNpy(nan, Float32Array.from([0.5, Number.NaN, 0.2, 0.1]), [1, 1, 2, 2]);
+      expect(await main(['purify', '--weights', 'w.pth', '--x', nan, '--out', out])).toBe(1);
+      expect(await main([...base(out), '--mode', 'adjoint'])).toBe(1);
+      expect(await main([...base(out), '--tstar', '2'])).toBe(1);
+      expect(await main(['purify', '--x', nan, '--out', out])).toBe(1);
+      const msgs = err.mock.calls.map((c) => String(c[0]));
+      expect(msgs[0]).toMatch(/--x '.*nan\.npy' holds NaN at flat index 1/);
+      expect(msgs[1]).toMatch(/--mode must be continuous or exact, got 'adjoint'/);
+      expect(msgs[2]).toMatch(/--tstar must be a number in \(0, 1\], got '2'/);
+      expect(msgs[3]).toMatch(/--weights is required/);
+    } finally {
+      err.mockRestore();
+    }
   });
 });
