@@ -6,6 +6,8 @@ import { noGrad, vjp } from '../autograd/index.js';
 import { readNpy, writeNpy } from '../nn/io/index.js';
 import { BrownianReplay, randomSeed } from '../sde/brownian.js';
 import type { StepEvent } from '../sde/index.js';
+import { solvePlan } from '../sde/time.js';
+import { noiseLevel, vpReverseTimes } from '../sde/vpsde.js';
 import { fromArray, initBackend, mul, onesLike, type Tensor, tidy } from '../tensor/index.js';
 import { loadNetwork, type ModelKind } from './models.js';
 import { type PurifyOptions, purify } from './purify.js';
@@ -32,27 +34,54 @@ export interface PurifyArgs {
 
 /** An .npy file as a float32 tensor, refusing NaN/Inf and (when given) the wrong shape, naming the option. */
 function npyTensor(option: string, path: string, backend: string, shape?: readonly number[]): Tensor {
-  const a = readNpy(path);
+  const a = npyHost(option, path);
   if (shape && (a.shape.length !== shape.length || a.shape.some((d, i) => d !== shape[i])))
     throw new Error(`${option} '${path}' has shape [${a.shape.join(', ')}], expected [${shape.join(', ')}]`);
-  const bad = a.data.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0)
-    throw new Error(`${option} '${path}' holds ${a.data[bad]} at flat index ${bad}; every value must be finite`);
   return fromArray(Float32Array.from(a.data), a.shape, { backend });
 }
 
 /** A progress reporter: one stderr line per phase at most every 2 s, and at each phase's end. */
-function progress(quiet: boolean): (e: StepEvent) => void {
+function progress(): (e: StepEvent) => void {
   const t0 = performance.now();
   let last = 0;
   return (e) => {
-    if (quiet) return;
     const now = performance.now();
     if (e.step !== e.steps && now - last < 2000) return;
     last = now;
     const s = ((now - t0) / 1000).toFixed(1);
     process.stderr.write(`purify: ${e.phase} step ${e.step}/${e.steps} (${s} s)\n`);
   };
+}
+
+/**
+ * The stored Brownian path of --bm-increments ([steps, B, D]) on --bm-times. Every step of the
+ * reverse solve must be a node of it: a query inside a stored cell would be read off the straight
+ * line between nodes (the fixtures' rule), a path with too little variance.
+ */
+function replayedPath(a: PurifyArgs, B: number, D: number): BrownianReplay {
+  const times = npyHost('--bm-times', a.bmTimes as string);
+  const inc = npyHost('--bm-increments', a.bmIncrements as string);
+  if (inc.shape.length !== 3 || inc.shape[1] !== B || inc.shape[2] !== D)
+    throw new Error(
+      `--bm-increments '${a.bmIncrements}' has shape [${inc.shape.join(', ')}], expected [steps, ${B}, ${D}] for --x`,
+    );
+  const nodes = new Set(Array.from(times.data, Math.fround));
+  const missing = solvePlan(vpReverseTimes(a.tStar), a.dt).times.find((t) => !nodes.has(Math.fround(t)));
+  if (missing !== undefined)
+    throw new Error(
+      `--bm-times '${a.bmTimes}' has no node at the solver time ${missing} (--tstar ${a.tStar}, --dt ${a.dt}); ` +
+        'replay a path stored on the same grid, with the same --dt',
+    );
+  return new BrownianReplay({ times: Array.from(times.data), increments: inc.data, shape: [B, D], backend: a.backend });
+}
+
+/** An .npy file's values, refusing NaN/Inf with the option's name. */
+function npyHost(option: string, path: string) {
+  const a = readNpy(path);
+  const bad = a.data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new Error(`${option} '${path}' holds ${a.data[bad]} at flat index ${bad}; every value must be finite`);
+  return a;
 }
 
 export async function runPurify(a: PurifyArgs): Promise<void> {
@@ -64,6 +93,7 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
     throw new Error('--bm-increments and --bm-times go together (the stored Brownian path and its time grid)');
   if (a.w !== undefined && a.grad === undefined) throw new Error('--w is the cotangent of --grad; give --grad too');
   await initBackend(a.backend);
+  // every input is read and checked before the (slow) checkpoint load
   const x = npyTensor('--x', a.x, a.backend);
   if (x.shape.length !== 4)
     throw new Error(`--x '${a.x}' has shape [${x.shape.join(', ')}]; expected images [B, C, H, W]`);
@@ -73,20 +103,14 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
     process.stderr.write(
       `purify: warning: --x holds ${host[outside]} at flat index ${outside}; DiffPure expects images in [0, 1] (used as given)\n`,
     );
-  const net = await loadNetwork(a.kind, a.config, a.weights, a.backend);
-  const seed = a.seed ?? randomSeed();
+  noiseLevel(a.tStar); // --tstar: a multiple of 1e-3 in (0, 1]
   const [B, ...img] = x.shape as [number, ...number[]];
   const D = img.reduce((p, q) => p * q, 1);
-  let bm: BrownianReplay | undefined;
-  if (a.bmIncrements && a.bmTimes) {
-    const times = Array.from(readNpy(a.bmTimes).data);
-    const inc = readNpy(a.bmIncrements);
-    if (inc.shape.length !== 3 || inc.shape[1] !== B || inc.shape[2] !== D)
-      throw new Error(
-        `--bm-increments '${a.bmIncrements}' has shape [${inc.shape.join(', ')}], expected [steps, ${B}, ${D}] for --x [${x.shape.join(', ')}]`,
-      );
-    bm = new BrownianReplay({ times, increments: inc.data, shape: [B, D], backend: a.backend });
-  }
+  const noise = a.noise ? npyTensor('--noise', a.noise, a.backend, x.shape) : undefined;
+  const w = a.w ? npyTensor('--w', a.w, a.backend, x.shape) : null;
+  const bm = a.bmIncrements && a.bmTimes ? replayedPath(a, B, D) : undefined;
+  const net = await loadNetwork(a.kind, a.config, a.weights, a.backend);
+  const seed = a.seed ?? randomSeed();
   let evals = 0;
   const opts: PurifyOptions = {
     model: (xx, labels) => {
@@ -98,15 +122,14 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
     dt: a.dt,
     seed,
     mode: a.mode,
-    noise: a.noise ? npyTensor('--noise', a.noise, a.backend, x.shape) : undefined,
+    noise,
     bm,
-    onStep: progress(a.json),
+    onStep: progress(),
   };
   const t0 = performance.now();
   let y: Tensor;
   let g: Tensor | null = null;
   if (a.grad) {
-    const w = a.w ? npyTensor('--w', a.w, a.backend, x.shape) : null;
     [y, g] = tidy(() => {
       const { out, vjpFn, release } = vjp((xx: Tensor) => purify(xx, opts), x);
       const copy = noGrad(() => mul(out, 1)); // release() frees out
@@ -114,7 +137,6 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
       release();
       return [copy, gx as Tensor];
     });
-    w?.dispose();
   } else {
     y = noGrad(() => purify(x, opts));
   }
@@ -139,9 +161,9 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
   else
     console.log(
       `purified ${B} image(s) [${img.join(', ')}] at t* ${a.tStar}, dt ${a.dt} on ${a.backend} in ${seconds.toFixed(1)} s ` +
-        `(${evals} network evaluations; seed ${seed}, pass --seed ${seed} to repeat) -> ${a.out}` +
+        `(${evals} network evaluations; ${noise && bm ? 'noise and Brownian path replayed' : `seed ${seed}, pass --seed ${seed} to repeat`}) -> ${a.out}` +
         (a.grad ? `; ${a.mode} input gradient -> ${a.grad}` : ''),
     );
-  for (const t of [x, y, g, opts.noise]) t?.dispose();
+  for (const t of [x, y, g, noise, w]) t?.dispose();
   net.module.dispose();
 }

@@ -6,10 +6,10 @@
 //   milstein  diagonal/additive noise, Ito (or Stratonovich): euler + 1/2 g g' (dW^2 - dt) (dW^2).
 //             Strong order 1.0. g' = dg_i/dx_i from sde.dgdx, or one VJP of g (see below).
 //   heun      Stratonovich Heun (predictor-corrector). Strong order 1.0 for diagonal noise.
-// Every scheme writes its noise term as noiseTerm(g, dW): g dW elementwise, or for general noise
-// the product of g [..., d, m] with dW [..., m].
 //   sra1      Roessler's SRA1 for additive noise (torchsde's 'srk' on additive SDEs): two stages,
 //             needs W and U = int (W(s) - W(t0)) ds of each step. Strong order 1.5.
+// Euler and Heun, the two schemes general noise allows, write their noise term as noiseTerm(g, dW):
+// g dW elementwise, or the product of g [..., d, m] with dW [..., m].
 
 import { backward, detach, noGrad } from '../autograd/engine.js';
 import { onesLike } from '../tensor/prims/creation.js';
@@ -137,7 +137,8 @@ export function checkGeneralShapes(g: readonly number[], dW: readonly number[]):
 export function generalNoiseSize(sde: SDE, t: number, x: Tensor): number {
   // tidy, not g.dispose(): g may hand back a tensor it does not own (x, a parameter)
   const shape = noGrad(() => tidy(() => [...sde.g(t, x).shape]));
-  const fits = (d: number, i: number) => shape[i] === d || shape[i] === 1;
+  // leading axes may broadcast (size 1); the state axis d may not
+  const fits = (d: number, i: number) => shape[i] === d || (shape[i] === 1 && i < x.shape.length - 1);
   if (shape.length !== x.shape.length + 1 || !x.shape.every(fits))
     throw new Error(
       `general noise: g(t, x) has shape [${shape.join(', ')}] for x [${x.shape.join(', ')}]; ` +

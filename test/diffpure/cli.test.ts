@@ -152,11 +152,14 @@ describe('diffpure purify reproduces the diffpure_revsde fixture', () => {
       expect(await main([...base(out), '--mode', 'adjoint'])).toBe(1);
       expect(await main([...base(out), '--tstar', '2'])).toBe(1);
       expect(await main(['purify', '--x', nan, '--out', out])).toBe(1);
+      // a path stored at dt 0.01 cannot drive a solve at dt 0.001 (it would be interpolated)
+      expect(await main([...base(out), '--dt', '0.001'])).toBe(1);
       const msgs = err.mock.calls.map((c) => String(c[0]));
       expect(msgs[0]).toMatch(/--x '.*nan\.npy' holds NaN at flat index 1/);
       expect(msgs[1]).toMatch(/--mode must be continuous or exact, got 'adjoint'/);
       expect(msgs[2]).toMatch(/--tstar must be a number in \(0, 1\], got '2'/);
       expect(msgs[3]).toMatch(/--weights is required/);
+      expect(msgs[4]).toMatch(/--bm-times '.*time_grid\.npy' has no node at the solver time .* --dt 0\.001/);
     } finally {
       err.mockRestore();
     }

@@ -1,7 +1,7 @@
-// Memory of a no-grad forward: blocks free their intermediates as they return (T.tidy in each
-// block, Sequential and the UNet decoders release what the next layer consumed), so purification
-// and evaluation without gradients need about one block's activations plus the UNet skips, not
-// the whole graph. Measured with the counting cpu backend (test/sde/helpers.ts) on this test's
+// Memory of a no-grad forward: residual and attention blocks free their intermediates as they
+// return (T.tidy in each block; Sequential and the UNet decoders release what the next layer
+// consumed), so purification and evaluation without gradients hold about one block's activations,
+// the UNet skips and a few block outputs per level, not the whole graph. Measured with the counting cpu backend (test/sde/helpers.ts) on this test's
 // configs (2026-11-25): without the release the no-grad peak was 0.91 (DDPM++), 0.81 (ADM), 0.92
 // (WRN-16-4) of the gradient peak; with it 0.13, 0.21, 0.27. The bound 0.35 sits between.
 // Gradients are unchanged (autograd nodes keep their inputs alive): the fixture parity tests of

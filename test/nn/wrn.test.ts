@@ -89,6 +89,16 @@ describe('RobustBench WideResNet (wrn fixture, cpu)', () => {
     T.tidy(() => m.train().forward(x));
     expect(Float32Array.from(m.bn1.runningMean.value.dataSync())).not.toEqual(before);
     expect(m.bn1.numBatchesTracked.value.dataSync()[0]).toBe(1);
+    // a BatchNorm inside a block (whose forward runs in its own tidy scope) keeps its updated
+    // statistics across two training forwards
+    const inner = m.stateDict();
+    const key = 'block1.layer.0.bn2.running_mean';
+    const innerBefore = Float32Array.from((inner.get(key) as T.Tensor).dataSync());
+    T.tidy(() => m.forward(x));
+    T.tidy(() => m.forward(x));
+    const after = m.stateDict();
+    expect(Float32Array.from((after.get(key) as T.Tensor).dataSync())).not.toEqual(innerBefore);
+    expect((after.get('block1.layer.0.bn2.num_batches_tracked') as T.Tensor).dataSync()[0]).toBe(3);
     x.dispose();
     m.dispose();
   });

@@ -201,7 +201,7 @@ export function forwardOnConcat<E>(
 ): T.Tensor {
   const cat = T.concat([h, skip], 1);
   const out = block.forward(cat, emb);
-  cat.dispose();
-  skip.dispose();
+  if (out !== cat) cat.dispose();
+  if (out !== skip) skip.dispose();
   return out;
 }
