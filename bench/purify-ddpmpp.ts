@@ -17,7 +17,7 @@ import { FORWARD_NOISE_STREAM, purify } from '../src/diffpure/purify.js';
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
 import { RevVPSDE, sdeint, vpDiffuse, vpReverseTimes } from '../src/sde/index.js';
-import { countingBackend } from '../test/sde/helpers.js';
+import { countingBackend, relMaxErr } from '../test/sde/helpers.js';
 import { machineInfo } from './machine.js';
 
 const list = (name: string, dflt: string) =>
@@ -117,16 +117,6 @@ function purifyAutograd(net: Network, x: T.Tensor, tStar: number): T.Tensor {
   });
 }
 
-const relMax = (a: Float32Array, b: Float32Array) => {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs((a[i] as number) - (b[i] as number)));
-    m = Math.max(m, Math.abs(b[i] as number));
-  }
-  return d / m;
-};
-
 /** Least squares seconds = a + b steps; null with fewer than two distinct step counts. */
 function lineFit(points: { steps: number; seconds: number }[]): { perStep: number; fixed: number } | null {
   const n = points.length;
@@ -186,7 +176,7 @@ async function benchBackend(backend: string) {
         peakBytes: continuous.peakBytes,
         overPurify: continuous.seconds / fwd.seconds,
       },
-      continuousVsExactRelMax: relMax(continuous.host, exact.host),
+      continuousVsExactRelMax: relMaxErr(continuous.host, exact.host),
     };
     console.error(`${backend}: ${JSON.stringify(row)}`);
     rows.push(row);
@@ -205,7 +195,7 @@ async function benchBackend(backend: string) {
       ),
     );
     // same path and noise: autograd and 'exact' are the same gradient up to float32 round-off
-    const row = { steps, seconds: r.seconds, peakBytes: r.peakBytes, relMaxVsExact: relMax(r.host, ex.host) };
+    const row = { steps, seconds: r.seconds, peakBytes: r.peakBytes, relMaxVsExact: relMaxErr(r.host, ex.host) };
     console.error(`${backend}: autograd ${JSON.stringify(row)}`);
     autograd.push(row);
   }

@@ -26,13 +26,12 @@
 // graph that may need them), so grad(x => loss(sdeintAdjoint(sde, x, ts))) needs nothing special.
 
 import { backward, detach, noGrad, vjp } from '../autograd/engine.js';
-import { diffusionDependsOnState, makeStepper, noiseTerm } from '../sde/methods.js';
+import { diffusionDependsOnState, makeStepper, noiseTerm, noiseTermGradG } from '../sde/methods.js';
 import { integrate, prepare, type SdeintOptions, type Times } from '../sde/sdeint.js';
 import { adjointSteps } from '../sde/time.js';
 import type { SDE } from '../sde/types.js';
 import { zerosLike } from '../tensor/prims/creation.js';
 import { add, mul, square, sub } from '../tensor/prims/elementwise.js';
-import { sumTo } from '../tensor/prims/reduce.js';
 import { narrow, reshape } from '../tensor/prims/shape.js';
 import { attachCustom, withGradMode } from '../tensor/runtime.js';
 import { type Prim, type Tensor, tidy } from '../tensor/tensor.js';
@@ -295,9 +294,7 @@ function adjointStep(
       const outs: Tensor[] = [h];
       const cots: Tensor[] = [mul(a, ds)];
       if (g.requiresGrad) {
-        // d(g dW)/dg against a: a dW elementwise, or the outer product a dW^T for general noise
-        let cg =
-          sde.noiseType === 'general' ? sumTo(mul(unsqueezeLast(a), unsqueezeBeforeLast(dW)), g.shape) : mul(a, dW);
+        let cg = noiseTermGradG(sde.noiseType, a, dW, g);
         if (gp) cg = add(cg, mul(mul(a, gp), ds));
         if (v) cg = add(cg, mul(mul(mul(a, gp as Tensor), v), 0.5));
         outs.push(g);
@@ -325,9 +322,3 @@ function adjointStep(
     return out;
   });
 }
-
-/** a [..., d] -> [..., d, 1] */
-const unsqueezeLast = (a: Tensor) => reshape(a, [...a.shape, 1]);
-/** dW [..., m] -> [..., 1, m] */
-const unsqueezeBeforeLast = (w: Tensor) =>
-  reshape(w, [...w.shape.slice(0, -1), 1, w.shape[w.shape.length - 1] as number]);

@@ -14,8 +14,8 @@
 import { backward, detach, noGrad } from '../autograd/engine.js';
 import { onesLike } from '../tensor/prims/creation.js';
 import { add, mul, square, sub } from '../tensor/prims/elementwise.js';
-import { sum } from '../tensor/prims/reduce.js';
-import { reshape } from '../tensor/prims/shape.js';
+import { sum, sumTo } from '../tensor/prims/reduce.js';
+import { unsqueeze } from '../tensor/prims/shape.js';
 import { isGradEnabled, withGradMode } from '../tensor/runtime.js';
 import { type Tensor, tidy } from '../tensor/tensor.js';
 import type { BrownianMotion } from './brownian.js';
@@ -118,12 +118,20 @@ export function checkMethod(op: string, sde: SDE, method: Method): void {
 export function noiseTerm(noiseType: SDE['noiseType'], g: Tensor, dW: Tensor): Tensor {
   if (noiseType !== 'general') return mul(g, dW);
   checkGeneralShapes(g.shape, dW.shape);
-  const r = dW.shape.length;
-  return sum(mul(g, reshape(dW, [...dW.shape.slice(0, -1), 1, dW.shape[r - 1] as number])), [r]);
+  return sum(mul(g, unsqueeze(dW, -2)), [dW.rank]);
+}
+
+/**
+ * noiseTerm's cotangent for g, given the cotangent `a` of the term (x's shape): a dW, or for
+ * general noise the outer product a dW^T summed over g's broadcast axes.
+ */
+export function noiseTermGradG(noiseType: SDE['noiseType'], a: Tensor, dW: Tensor, g: Tensor): Tensor {
+  if (noiseType !== 'general') return mul(a, dW);
+  return sumTo(mul(unsqueeze(a, -1), unsqueeze(dW, -2)), g.shape);
 }
 
 /** g [..., d, m] against dW [..., m] (general noise), with an error naming both shapes. */
-export function checkGeneralShapes(g: readonly number[], dW: readonly number[]): void {
+function checkGeneralShapes(g: readonly number[], dW: readonly number[]): void {
   const r = dW.length;
   const ok = g.length === r + 1 && g[r] === dW[r - 1] && dW.slice(0, -1).every((d, i) => d === g[i] || g[i] === 1);
   if (!ok)
