@@ -5,24 +5,19 @@ import type { BinaryOp, UnaryAttrs } from '../prims/elementwise.js';
 import { shapesEqual } from '../shape.js';
 import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
 
-/**
- * erf to float64 accuracy, so float64 gradient checks of gelu/erf are not limited by it.
- * |x| < 3: the all-positive series 2/sqrt(pi) e^{-x^2} sum 2^n x^{2n+1} / (2n+1)!! (no cancellation);
- * otherwise erfc by its continued fraction (modified Lentz), which converges fast there.
- */
-export function erf(x: number): number {
-  const z = Math.abs(x);
-  if (z < 3) {
-    let term = z;
-    let sum = z;
-    for (let n = 1; n < 200 && term > 1e-17 * sum; n++) {
-      term *= (2 * z * z) / (2 * n + 1);
-      sum += term;
-    }
-    const r = (2 / Math.sqrt(Math.PI)) * Math.exp(-z * z) * sum;
-    return x < 0 ? -r : r;
+/** 2/sqrt(pi) e^{-z^2} sum 2^n z^{2n+1} / (2n+1)!!: erf(z) for z >= 0, all terms positive (no cancellation). */
+function erfSeries(z: number): number {
+  let term = z;
+  let sum = z;
+  for (let n = 1; n < 200 && term > 1e-17 * sum; n++) {
+    term *= (2 * z * z) / (2 * n + 1);
+    sum += term;
   }
-  // erfc(z) = e^{-z^2}/sqrt(pi) * 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + 2/(z + ...)))))
+  return (2 / Math.sqrt(Math.PI)) * Math.exp(-z * z) * sum;
+}
+
+/** erfc(z) = e^{-z^2}/sqrt(pi) / (z + (1/2)/(z + 1/(z + (3/2)/(z + ...)))), modified Lentz; fast for z >= 1.5. */
+function erfcFraction(z: number): number {
   const tiny = 1e-300;
   let f = z;
   let c = z;
@@ -37,8 +32,30 @@ export function erf(x: number): number {
     f *= delta;
     if (Math.abs(delta - 1) < 1e-16) break;
   }
-  const erfc = Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
-  return x < 0 ? erfc - 1 : 1 - erfc;
+  return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
+}
+
+/**
+ * erfc for z >= 0 to float64 relative accuracy in the tail: 1 - erf loses about log10(1/erfc(z))
+ * digits, so beyond z = 1.5 (erfc 0.034) the continued fraction takes over.
+ */
+export function erfc(z: number): number {
+  return z < 1.5 ? 1 - erfSeries(z) : erfcFraction(z);
+}
+
+/** erf to float64 accuracy, so float64 gradient checks of gelu/erf are not limited by it. */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  const r = z < 3 ? erfSeries(z) : 1 - erfcFraction(z);
+  return x < 0 ? -r : r;
+}
+
+/**
+ * gelu = 0.5 x (1 + erf(x/sqrt 2)); for x < 0 as 0.5 x erfc(|x|/sqrt 2), since 1 + erf cancels
+ * there (at x = -4 it keeps 4 fewer digits, enough to break float64 finite-difference checks).
+ */
+function gelu(x: number): number {
+  return x >= 0 ? 0.5 * x * (1 + erf(x / Math.SQRT2)) : 0.5 * x * erfc(-x / Math.SQRT2);
 }
 
 const sigmoid = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
@@ -58,7 +75,7 @@ export const UNARY_FNS: Record<string, (x: number, a: UnaryAttrs) => number> = {
   sigmoid,
   relu: (x) => (x > 0 ? x : 0),
   silu: (x) => x * sigmoid(x),
-  gelu: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+  gelu,
   softplus: (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))),
   erf,
   floor: (x) => Math.floor(x),
