@@ -1,19 +1,37 @@
 // Model throughput: full-size DDPM++ (DiffPure's CIFAR-10 config) and WRN-28-10, random weights,
-// forward and input-gradient images/s per backend, and peak GPU pool bytes. PyTorch (Debian
-// python3-torch, CPU) runs the same WRN-28-10 in the same run as the peer; DDPM++ has no PyTorch
-// peer here (score_sde is not installable from this machine's registries), which the JSON states.
-// Run: node scripts/build.mjs && node dist/bench-models.mjs   (BENCH_BACKENDS=cpu,webgpu; BENCH_BATCHES=1,8)
+// forward and input-gradient images/s per backend and batch, and the peak bytes of live tensors
+// (webgpu: the pool's counters; cpu: the counting cpu backend). PyTorch (Debian python3-torch,
+// CPU) runs the same WRN-28-10 in the same run as the peer; DDPM++ has no PyTorch peer here
+// (score_sde is not installable from this machine's registries), which the JSON states.
+// Each model is warmed up once at batch 1 (pipelines, JIT, pool); every row is one timed call.
+// The JSON is rewritten after each row, so a long run keeps what it has measured.
+// Run: node scripts/build.mjs && node dist/bench-models.mjs
+//   BENCH_BACKENDS=cpu,webgpu  BENCH_MODELS=ddpmpp,wrn  BENCH_BATCHES=1,8,64
+//   BENCH_MEM_GIB=0.75 x RAM: a batch's gradient is skipped (and the row says why) when the gradient
+//   peak per image measured at a smaller batch, times the batch, would pass this budget
+//   BENCH_TORCH=1  BENCH_OUT=bench/out/models.json
 
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { buildNetwork, type ModelKind, type Network } from '../src/diffpure/models.js';
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
 import { machineInfo } from './machine.js';
+import { meter, useMeteredBackend } from './meter.js';
 
-const backends = (process.env.BENCH_BACKENDS ?? 'cpu,webgpu').split(',');
-const batches = (process.env.BENCH_BATCHES ?? '1,8').split(',').map(Number);
+const list = (name: string, dflt: string) => (process.env[name] ?? dflt).split(',').filter((v) => v !== '');
+const backends = list('BENCH_BACKENDS', 'cpu,webgpu');
+const models = list('BENCH_MODELS', 'ddpmpp,wrn');
+const batches = list('BENCH_BATCHES', '1,8,64').map(Number);
+const memBudget = Number(process.env.BENCH_MEM_GIB ?? (0.75 * os.totalmem()) / 2 ** 30) * 2 ** 30;
+const withTorch = process.env.BENCH_TORCH !== '0';
+const outFile = process.env.BENCH_OUT ?? 'bench/out/models.json';
+
+const LABELS: Record<string, string> = {
+  ddpmpp: 'DDPM++ cifar10 deep continuous (nf 128, 8 blocks)',
+  wrn: 'WideResNet-28-10',
+};
 
 interface Row {
   model: string;
@@ -21,73 +39,92 @@ interface Row {
   batch: number;
   forward_s: number;
   forward_images_per_s: number;
-  grad_s: number;
-  grad_images_per_s: number;
-  grad_over_forward: number;
-  peak_pool_bytes: number | null;
+  forward_peak_bytes: number;
+  grad_s: number | null;
+  grad_images_per_s: number | null;
+  grad_over_forward: number | null;
+  grad_peak_bytes: number | null;
+  grad_skipped?: string;
+  weight_bytes: number;
+  loadavg_1m: number;
 }
 
-async function time(fn: () => T.Tensor): Promise<number> {
+/** Wall seconds of one call and the peak bytes above what was live before it. */
+async function measure(backend: string, fn: () => T.Tensor): Promise<{ seconds: number; peak: number }> {
+  const m = meter(backend);
+  m.reset();
   const t0 = performance.now();
   const y = fn();
   await y.data(); // the readback waits for all enqueued work
+  const seconds = (performance.now() - t0) / 1000;
   y.dispose();
-  return (performance.now() - t0) / 1000;
-}
-
-function poolStats(backend: string): { peak: () => number | null; reset: () => void } {
-  if (backend !== 'webgpu') return { peak: () => null, reset: () => {} };
-  const b = T.webgpuBackend();
-  return { peak: () => b.stats().peakBytes, reset: () => b.resetPeak() };
+  return { seconds, peak: m.peak() };
 }
 
 async function benchModel(
   kind: ModelKind,
-  label: string,
-  config: unknown,
   backend: string,
   imgShape: number[],
-): Promise<Row[]> {
-  await T.setBackend(backend);
+  done: (row: Row) => void,
+): Promise<void> {
+  const label = LABELS[kind] ?? kind;
+  await useMeteredBackend(backend);
   manualSeed(0);
+  const before = meter(backend).live();
   const t0 = performance.now();
-  const net: Network = T.tidy(() => buildNetwork(kind, config));
+  const net: Network = T.tidy(() => buildNetwork(kind, undefined));
   net.module.eval();
+  const weightBytes = meter(backend).live() - before;
   console.error(
     `${label} on ${backend}: built ${net.module.numParameters()} parameters in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );
-  const rows: Row[] = [];
-  for (const batch of batches) {
+  const inputs = (batch: number) => {
     const x = T.randomUniform([batch, ...imgShape], { seed: 1 });
     // ddpmpp receives labels = 999 t; t = 0.1 is DiffPure's t*
     const t = net.needsTime ? T.full([batch], 999 * 0.1) : undefined;
-    const stats = poolStats(backend);
-    const fwd = () => T.noGrad(() => net.forward(x, t));
-    const loss = (xx: T.Tensor) => T.sum(net.forward(xx, t));
-    const gradFn = () => T.tidy(() => T.grad(loss)(x));
-    await time(fwd); // warm-up: pipelines, pool
-    stats.reset();
-    const f = await time(fwd);
-    await time(gradFn);
-    const g = await time(gradFn);
+    return { x, t };
+  };
+  const fwd = (x: T.Tensor, t?: T.Tensor) => () => T.noGrad(() => net.forward(x, t));
+  const gradFn = (x: T.Tensor, t?: T.Tensor) => () =>
+    T.tidy(() => T.grad((xx: T.Tensor) => T.sum(net.forward(xx, t)))(x));
+  {
+    const { x, t } = inputs(1); // warm-up
+    await measure(backend, fwd(x, t));
+    await measure(backend, gradFn(x, t));
+    x.dispose();
+    t?.dispose();
+  }
+  let gradBytesPerImage = 0;
+  for (const batch of batches) {
+    const { x, t } = inputs(batch);
+    const f = await measure(backend, fwd(x, t));
+    const projected = gradBytesPerImage * batch;
+    const skip = projected > memBudget;
+    const g = skip ? null : await measure(backend, gradFn(x, t));
+    if (g) gradBytesPerImage = Math.max(gradBytesPerImage, g.peak / batch);
     const row: Row = {
       model: label,
       backend,
       batch,
-      forward_s: f,
-      forward_images_per_s: batch / f,
-      grad_s: g,
-      grad_images_per_s: batch / g,
-      grad_over_forward: g / f,
-      peak_pool_bytes: stats.peak(),
+      forward_s: f.seconds,
+      forward_images_per_s: batch / f.seconds,
+      forward_peak_bytes: f.peak,
+      grad_s: g?.seconds ?? null,
+      grad_images_per_s: g ? batch / g.seconds : null,
+      grad_over_forward: g ? g.seconds / f.seconds : null,
+      grad_peak_bytes: g?.peak ?? null,
+      ...(skip && {
+        grad_skipped: `projected ${(projected / 2 ** 30).toFixed(1)} GiB (the per-image peak at a smaller batch x ${batch}) > budget ${(memBudget / 2 ** 30).toFixed(1)} GiB`,
+      }),
+      weight_bytes: weightBytes,
+      loadavg_1m: os.loadavg()[0] as number,
     };
     console.error(JSON.stringify(row));
-    rows.push(row);
+    done(row);
     x.dispose();
     t?.dispose();
   }
   net.module.dispose();
-  return rows;
 }
 
 /** The same WRN-28-10 in PyTorch (RobustBench's layout), 1 and all threads, images/s. */
@@ -130,6 +167,25 @@ print(json.dumps({"torch": torch.__version__, **out}))
 }
 
 const rows: Row[] = [];
+let peer: Record<string, unknown> = {
+  'DDPM++ PyTorch': 'not measured: score_sde_pytorch is not installable from the registries this machine reaches',
+};
+let adapter: unknown = null;
+function write(): void {
+  const result = {
+    bench: 'models',
+    machine: { ...machineInfo(), adapter },
+    note: 'seconds are wall time of one call read back to the host, after one warm-up call of forward and gradient at batch 1; images/s = batch / seconds; peak bytes are above what was live before the call (the weights, the input); grad null: not timed at that batch, grad_skipped says why',
+    rows,
+    peer,
+  };
+  mkdirSync('bench/out', { recursive: true });
+  writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+}
+if (withTorch && models.includes('wrn')) {
+  peer = { ...peer, 'WideResNet-28-10 PyTorch cpu': torchPeer() };
+  write();
+}
 for (const backend of backends) {
   try {
     await T.initBackend(backend);
@@ -137,27 +193,13 @@ for (const backend of backends) {
     console.error(`skipping ${backend}: ${e instanceof Error ? e.message : e}`);
     continue;
   }
-  rows.push(
-    ...(await benchModel(
-      'ddpmpp',
-      'DDPM++ cifar10 deep continuous (nf 128, 8 blocks)',
-      undefined,
-      backend,
-      [3, 32, 32],
-    )),
-  );
-  rows.push(...(await benchModel('wrn', 'WideResNet-28-10', undefined, backend, [3, 32, 32])));
+  if (backend === 'webgpu') adapter = await T.describeDefaultAdapter();
+  for (const kind of models) {
+    await benchModel(kind as ModelKind, backend, [3, 32, 32], (row) => {
+      rows.push(row);
+      write();
+    });
+  }
 }
-const result = {
-  bench: 'models',
-  machine: { ...machineInfo(), adapter: backends.includes('webgpu') ? await T.describeDefaultAdapter() : null },
-  note: 'seconds are wall time of one call after one warm-up call, read back to the host; images/s = batch / seconds',
-  rows,
-  peer: {
-    'WideResNet-28-10 PyTorch cpu': torchPeer(),
-    'DDPM++ PyTorch': 'not measured: score_sde_pytorch is not installable from the registries this machine reaches',
-  },
-};
-mkdirSync('bench/out', { recursive: true });
-writeFileSync('bench/out/models.json', `${JSON.stringify(result, null, 2)}\n`);
-console.log(JSON.stringify(result, null, 2));
+write();
+console.log(readFileSync(outFile, 'utf8'));

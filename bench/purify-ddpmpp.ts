@@ -17,8 +17,9 @@ import { FORWARD_NOISE_STREAM, purify } from '../src/diffpure/purify.js';
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
 import { RevVPSDE, sdeint, vpDiffuse, vpReverseTimes } from '../src/sde/index.js';
-import { countingBackend, relMaxErr } from '../test/sde/helpers.js';
+import { relMaxErr } from '../test/sde/helpers.js';
 import { machineInfo } from './machine.js';
+import { type Meter, meter, useMeteredBackend } from './meter.js';
 
 const list = (name: string, dflt: string) =>
   (process.env[name] ?? dflt)
@@ -47,43 +48,6 @@ interface Row {
   gradExact: Timing;
   gradContinuous: Timing;
   continuousVsExactRelMax: number;
-}
-
-interface Meter {
-  base: number;
-  reset(): void;
-  /** Peak bytes above the baseline since reset(). */
-  peak(): number;
-  live(): number;
-}
-
-function meter(backend: string): Meter {
-  if (backend === 'webgpu') {
-    const b = T.webgpuBackend();
-    return {
-      base: 0,
-      reset() {
-        this.base = b.stats().bytesInUse;
-        b.resetPeak();
-      },
-      peak() {
-        return b.stats().peakBytes - this.base;
-      },
-      live: () => b.stats().bytesInUse,
-    };
-  }
-  const c = countingBackend();
-  return {
-    base: 0,
-    reset() {
-      this.base = c.live;
-      c.resetPeak();
-    },
-    peak() {
-      return c.peak - this.base;
-    },
-    live: () => c.live,
-  };
 }
 
 /** Wall seconds of fn, its result read back to the host (the readback waits for all queued work). */
@@ -130,10 +94,7 @@ function lineFit(points: { steps: number; seconds: number }[]): { perStep: numbe
 }
 
 async function benchBackend(backend: string) {
-  const name = backend === 'cpu' ? 'cpu-counting' : backend;
-  if (backend === 'cpu') countingBackend();
-  else await T.initBackend(backend);
-  await T.setBackend(name);
+  await useMeteredBackend(backend);
   const m = meter(backend);
   manualSeed(0);
   let t0 = performance.now();
