@@ -73,7 +73,7 @@ const commands: Record<string, Command> = {
   },
   convert: {
     summary: 'convert an official PyTorch checkpoint to safetensors (score_sde: the EMA weights)',
-    usage: 'diffpure convert <in.pth> <out.safetensors> --model ddpmpp|adm|wrn|resnet [--config cfg.json]',
+    usage: 'diffpure convert <in.pth> <out.safetensors> --model ddpmpp|adm|wrn|resnet|vit [--config cfg.json]',
     options: { model: { type: 'string' }, config: { type: 'string' } },
     positionals: 2,
     async run(v, pos) {
@@ -96,7 +96,7 @@ const commands: Record<string, Command> = {
   forward: {
     summary: 'run a network on x.npy (and t.npy) and write its raw output, to compare with PyTorch',
     usage:
-      'diffpure forward --model ddpmpp|adm|wrn|resnet [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]',
+      'diffpure forward --model ddpmpp|adm|wrn|resnet|vit [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]',
     options: {
       model: { type: 'string' },
       config: { type: 'string' },

@@ -13,13 +13,15 @@ import {
   ResNet,
   type ResNetOptions,
   type ScoreSdeConfigJson,
+  VisionTransformer,
+  type VitOptions,
   WideResNet,
   type WideResNetOptions,
 } from '../nn/models/index.js';
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/index.js';
 
-export const MODEL_KINDS = ['ddpmpp', 'adm', 'wrn', 'resnet'] as const;
+export const MODEL_KINDS = ['ddpmpp', 'adm', 'wrn', 'resnet', 'vit'] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
 
 /** A network and its forward with the time input exactly as the PyTorch module receives it. */
@@ -58,6 +60,9 @@ export function buildModule(kind: ModelKind, config: unknown): Module {
       if (!arch) throw new Error(`resnet: unknown arch '${c.arch}'; one of ${Object.keys(RESNETS).join(', ')}`);
       return new ResNet({ ...arch, num_classes: c.num_classes ?? 1000 });
     }
+    case 'vit':
+      // timm's VisionTransformer keyword arguments; omitted: deit_small_patch16_224 (DiffPure's DeiT-S)
+      return new VisionTransformer((config as Partial<VitOptions> | undefined) ?? {});
     default:
       throw new Error(`unknown model '${kind}'; one of ${MODEL_KINDS.join(', ')}`);
   }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, test, vi } from 'vitest';
 import { main } from '../../src/diffpure/cli.js';
 import { readNpy, writeNpy } from '../../src/nn/io/index.js';
+import { hashedUniform } from '../nn/resnet_hashed_weights.js';
 import { yieldToLoop } from './revsde-helpers.js';
 
 const F = '../shared/fixtures';
@@ -77,6 +78,27 @@ describe('diffpure forward reproduces the fixtures', () => {
       ]),
     ).toBe(0);
     expect(relErr(out, `${F}/wrn/logits.npy`)).toBeLessThan(1e-4);
+  });
+
+  test("vit: DeiT's {'model': ...} checkpoint (reduced ViT), also through safetensors", async () => {
+    const R = 'test/nn/fixtures/classifiers';
+    const ref = JSON.parse(readFileSync(`${R}/vit_meta.json`, 'utf8')).models.vit_p8_d48_depth2_h3;
+    const shape = ref.input_shape as number[];
+    const x = join(dir, 'vit_x.npy');
+    const n = shape.reduce((p, q) => p * q, 1);
+    writeNpy(x, Float32Array.from(hashedUniform(ref.input_key, n)), shape);
+    const cfg = config('vit', ref.config);
+    const logits = join(dir, 'vit_logits.npy');
+    writeNpy(logits, Float32Array.from((ref.logits as number[][]).flat()), [shape[0] as number, 10]);
+    const args = ['--model', 'vit', '--config', cfg, '--x', x];
+    const out = join(dir, 'vit.npy');
+    expect(await main(['forward', ...args, '--weights', `${R}/${ref.checkpoint_file}`, '--out', out])).toBe(0);
+    expect(relErr(out, logits)).toBeLessThan(1e-4);
+    const st = join(dir, 'vit.safetensors');
+    expect(await main(['convert', `${R}/${ref.checkpoint_file}`, st, '--model', 'vit', '--config', cfg])).toBe(0);
+    const out2 = join(dir, 'vit2.npy');
+    expect(await main(['forward', ...args, '--weights', st, '--out', out2])).toBe(0);
+    expect(relErr(out2, logits)).toBeLessThan(1e-4);
   });
 
   test('bad invocations fail with a message naming the argument', async () => {

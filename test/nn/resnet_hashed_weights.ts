@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 // test/nn/fixtures/classifiers/make_refs.py, so reference outputs can be checked without storing
 // weight files: entry k of the state dict (in state-dict order) gets element i from
 // u(k, i) = (fmix32(fmix32(k * 0x9E3779B1 + 0x2545F491) ^ i) + 0.5) / 2^32, mapped by role
-// (BatchNorm statistics and affine, He-uniform conv weights, Linear weights, biases).
+// (BatchNorm statistics and affine, LayerNorm scale, He-uniform conv weights, Linear weights, biases).
 
 import type { HostWeights, Module } from '../../src/nn/index.js';
 
@@ -48,6 +48,7 @@ export function hashedStateDict(model: Module): Map<string, HostWeights> {
     else if (last === 'running_mean') f = (v) => 0.2 * (2 * v - 1);
     else if (bn.has(prefix) && last === 'weight') f = (v) => 0.75 + 0.5 * v;
     else if (bn.has(prefix) && last === 'bias') f = (v) => 0.2 * (2 * v - 1);
+    else if (last === 'weight' && shape.length === 1) f = (v) => 0.75 + 0.5 * v; // LayerNorm's scale
     else if (shape.length === 4) {
       const bound = Math.sqrt(6 / ((shape[1] as number) * (shape[2] as number) * (shape[3] as number)));
       f = (v) => (2 * v - 1) * bound;

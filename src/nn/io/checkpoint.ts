@@ -9,14 +9,17 @@
 //  - RobustBench (robustbench/utils.py load_model): a state dict, bare or under 'state_dict', whose
 //    keys may start with 'module.' and/or 'model.'; both prefixes are removed.
 //  - guided-diffusion (openai): a plain state dict, names as in the model.
+//  - facebookresearch/deit releases (deit_small_patch16_224-cd65a155.pth): {'model': state dict},
+//    which timm's checkpoint_filter_fn and DeiT's own loader unwrap; a training checkpoint adds
+//    'optimizer', 'lr_scheduler', 'epoch', ... beside it.
 
 import { isDict, type PyValue, pyTypeName } from './pickle.js';
 import { type HostTensor, isHostTensor, type StateDict } from './types.js';
 
-export type CheckpointKind = 'score_sde' | 'robustbench' | 'guided_diffusion' | 'plain' | 'auto';
+export type CheckpointKind = 'score_sde' | 'robustbench' | 'guided_diffusion' | 'deit' | 'plain' | 'auto';
 
 export interface ExtractOptions {
-  /** Layout of the checkpoint; 'auto' (default) recognises the three above. */
+  /** Layout of the checkpoint; 'auto' (default) recognises the four above. */
   kind?: CheckpointKind;
   /** score_sde: the EMA weights (default, what DiffPure runs) or the raw 'model' entry. */
   weights?: 'ema' | 'model';
@@ -71,6 +74,7 @@ export function detectCheckpointKind(obj: PyValue): Exclude<CheckpointKind, 'aut
   if (!isDict(obj)) fail(`a checkpoint should be a dict, got ${pyTypeName(obj)}`);
   const d = obj as Map<PyValue, PyValue>;
   if (d.has('model') && d.has('ema')) return 'score_sde';
+  if (d.has('model') && isDict(d.get('model') as PyValue)) return 'deit';
   if (d.has('state_dict') || d.has('model_state_dict')) return 'robustbench';
   if ([...d.keys()].some((k) => typeof k === 'string' && (k.startsWith('module.') || k.startsWith('model.'))))
     return 'robustbench';
@@ -152,6 +156,12 @@ export function extractStateDict(obj: PyValue, opts: ExtractOptions = {}): State
       }
       const inner = get(obj, 'state_dict') ?? obj;
       return tensorDict(inner, 'RobustBench state dict', (k) => stripPrefix(stripPrefix(k, 'module.'), 'model.'));
+    }
+    case 'deit': {
+      const inner = get(obj, 'model');
+      if (inner === undefined)
+        fail("a DeiT checkpoint keeps its weights under 'model', and this one has no such entry");
+      return tensorDict(inner, "DeiT 'model'");
     }
     case 'guided_diffusion':
     case 'plain':
