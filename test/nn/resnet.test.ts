@@ -22,10 +22,10 @@ import {
 import { relErr } from '../harness/fixtures.js';
 import {
   CLASSIFIER_REFS,
-  COTANGENT_KEY,
   classifierRefs,
+  hashedCotangent,
+  hashedInput,
   hashedStateDict,
-  hashedUniform,
   type RefModel,
 } from './resnet_hashed_weights.js';
 
@@ -71,21 +71,8 @@ describe('torchvision ResNet forward and input gradient (hashed weights, cpu)', 
       expect(m.numParameters()).toBe(ref.n_params);
       materialize(m, hashedStateDict(m));
       T.tidy(() => {
-        const shape = ref.input_shape;
-        const x = T.fromArray(
-          hashedUniform(
-            ref.input_key,
-            shape.reduce((a, b) => a * b, 1),
-          ),
-          shape,
-          { dtype: 'float32' },
-        );
-        const [b, k] = [ref.logits.length, (ref.logits[0] as number[]).length];
-        const w = T.fromArray(
-          Float64Array.from(hashedUniform(COTANGENT_KEY, b * k), (u) => 2 * u - 1),
-          [b, k],
-          { dtype: 'float32' },
-        );
+        const x = hashedInput(ref);
+        const w = hashedCotangent(ref);
         const { out, vjpFn, release } = T.vjp((xx) => m.forward(xx), x);
         const [g] = vjpFn(w);
         const errY = relErr(out.dataSync(), ref.logits.flat());

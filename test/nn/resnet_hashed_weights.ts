@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 // u(k, i) = (fmix32(fmix32(k * 0x9E3779B1 + 0x2545F491) ^ i) + 0.5) / 2^32, mapped by role
 // (BatchNorm statistics and affine, LayerNorm scale, He-uniform conv weights, Linear weights, biases).
 
+import * as T from '../../src/index.js';
 import type { HostWeights, Module } from '../../src/nn/index.js';
 
 function fmix32(h: number): number {
@@ -48,7 +49,8 @@ export function hashedStateDict(model: Module): Map<string, HostWeights> {
     else if (last === 'running_mean') f = (v) => 0.2 * (2 * v - 1);
     else if (bn.has(prefix) && last === 'weight') f = (v) => 0.75 + 0.5 * v;
     else if (bn.has(prefix) && last === 'bias') f = (v) => 0.2 * (2 * v - 1);
-    else if (last === 'weight' && shape.length === 1) f = (v) => 0.75 + 0.5 * v; // LayerNorm's scale
+    else if (last === 'weight' && shape.length === 1)
+      f = (v) => 0.75 + 0.5 * v; // LayerNorm's scale
     else if (shape.length === 4) {
       const bound = Math.sqrt(6 / ((shape[1] as number) * (shape[2] as number) * (shape[3] as number)));
       f = (v) => (2 * v - 1) * bound;
@@ -81,3 +83,17 @@ export interface Refs {
 export const classifierRefs: Refs = JSON.parse(readFileSync(`${CLASSIFIER_REFS}/meta.json`, 'utf8'));
 /** Key of the hashed cotangent the reference input gradients were taken with. */
 export const COTANGENT_KEY = 2_000_001;
+
+/** The reference input x = u(input_key, i) of a model in the refs, as float32 on `backend`. */
+export function hashedInput(ref: RefModel, backend?: string): T.Tensor {
+  const shape = ref.input_shape;
+  const n = shape.reduce((a, b) => a * b, 1);
+  return T.fromArray(hashedUniform(ref.input_key, n), shape, { dtype: 'float32', backend });
+}
+
+/** The cotangent w = 2 u(COTANGENT_KEY, i) - 1 the reference input gradient was taken with. */
+export function hashedCotangent(ref: RefModel, backend?: string): T.Tensor {
+  const [b, k] = [ref.logits.length, (ref.logits[0] as number[]).length];
+  const w = Float64Array.from(hashedUniform(COTANGENT_KEY, b * k), (u) => 2 * u - 1);
+  return T.fromArray(w, [b, k], { dtype: 'float32', backend });
+}

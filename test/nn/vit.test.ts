@@ -20,9 +20,9 @@ import { gpu } from '../webgpu/setup.js';
 import { outputAndGrad } from './fixture-helpers.js';
 import {
   CLASSIFIER_REFS,
-  COTANGENT_KEY,
+  hashedCotangent,
+  hashedInput,
   hashedStateDict,
-  hashedUniform,
   type RefModel,
 } from './resnet_hashed_weights.js';
 
@@ -82,15 +82,8 @@ async function parity(backend: string): Promise<{ errY: number; errG: number }> 
   expect(m.numParameters()).toBe(ref.n_params);
   materialize(m, hashedStateDict(m), { backend });
   try {
-    const shape = ref.input_shape;
-    const size = shape.reduce((a, b) => a * b, 1);
-    const x = T.fromArray(hashedUniform(ref.input_key, size), shape, { dtype: 'float32', backend });
-    const [b, k] = [ref.logits.length, (ref.logits[0] as number[]).length];
-    const w = T.fromArray(
-      Float64Array.from(hashedUniform(COTANGENT_KEY, b * k), (u) => 2 * u - 1),
-      [b, k],
-      { dtype: 'float32', backend },
-    );
+    const x = hashedInput(ref, backend);
+    const w = hashedCotangent(ref, backend);
     const r = await outputAndGrad((xx) => m.forward(xx), x, w);
     return {
       errY: relErr(r.out, ref.logits.flat()),
@@ -150,15 +143,7 @@ describe("DeiT checkpoints: facebookresearch/deit's {'model': state dict}", () =
     const ref = refs.models[SMALL] as VitRefs['models'][string] & { checkpoint_file: string };
     const net = await loadNetwork('vit', ref.config, `${CLASSIFIER_REFS}/${ref.checkpoint_file}`);
     const err = T.tidy(() => {
-      const shape = ref.input_shape;
-      const x = T.fromArray(
-        hashedUniform(
-          ref.input_key,
-          shape.reduce((a, b) => a * b, 1),
-        ),
-        shape,
-        { dtype: 'float32' },
-      );
+      const x = hashedInput(ref);
       return relErr(net.forward(x).dataSync(), ref.logits.flat());
     });
     net.module.dispose();
