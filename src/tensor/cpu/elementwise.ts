@@ -63,7 +63,7 @@ const sigmoid = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / 
 export const UNARY_FNS: Record<string, (x: number, a: UnaryAttrs) => number> = {
   neg: (x) => -x,
   abs: (x) => Math.abs(x),
-  sign: (x) => Math.sign(x),
+  sign: (x) => (Number.isNaN(x) ? 0 : Math.sign(x)), // PyTorch: sign(NaN) = 0
   exp: (x) => Math.exp(x),
   log: (x) => Math.log(x),
   sqrt: (x) => Math.sqrt(x),
@@ -73,7 +73,7 @@ export const UNARY_FNS: Record<string, (x: number, a: UnaryAttrs) => number> = {
   cos: (x) => Math.cos(x),
   tanh: (x) => Math.tanh(x),
   sigmoid,
-  relu: (x) => (x > 0 ? x : 0),
+  relu: (x) => (x > 0 || Number.isNaN(x) ? x : 0), // NaN passes, as in PyTorch
   silu: (x) => x * sigmoid(x),
   gelu,
   softplus: (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))),
@@ -89,8 +89,9 @@ export const BINARY_FNS: Record<BinaryOp, (a: number, b: number) => number> = {
   mul: (a, b) => a * b,
   div: (a, b) => a / b,
   pow: (a, b) => a ** b,
-  maximum: (a, b) => (a >= b ? a : b),
-  minimum: (a, b) => (a <= b ? a : b),
+  // a NaN on either side wins (a NaN a is returned; a NaN b fails both tests and is returned)
+  maximum: (a, b) => (a >= b || Number.isNaN(a) ? a : b),
+  minimum: (a, b) => (a <= b || Number.isNaN(a) ? a : b),
   eq: (a, b) => +(a === b),
   ne: (a, b) => +(a !== b),
   lt: (a, b) => +(a < b),

@@ -8,6 +8,14 @@ import { bufOf, type WgslKernel } from './kernel.js';
 import { contiguous, mapProgram } from './map.js';
 
 /**
+ * NaN test on the bits: drivers may compile `x != x` as if NaN could not occur (lavapipe's LLVM
+ * does, which dropped NaNs in relu, maximum and max-reductions), but not an integer comparison.
+ */
+export const NAN_WGSL = /* wgsl */ `
+fn isnan_f(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+`;
+
+/**
  * Float32 versions of the functions WGSL lacks or computes inaccurately in some drivers.
  * Written for accuracy over speed: these ops are memory-bound.
  */
@@ -105,7 +113,7 @@ fn pow_f(x: f32, p: f32) -> f32 {
 const UNARY_WGSL: Record<UnaryOp, string> = {
   neg: '-v0',
   abs: 'abs(v0)',
-  sign: 'sign(v0)',
+  sign: 'select(sign(v0), 0.0, isnan_f(v0))', // PyTorch: sign(NaN) = 0
   exp: 'exp(v0)',
   log: 'log(v0)',
   sqrt: 'sqrt(v0)',
@@ -115,7 +123,7 @@ const UNARY_WGSL: Record<UnaryOp, string> = {
   cos: 'cos(v0)',
   tanh: 'tanh_f(v0)',
   sigmoid: 'sigmoid_f(v0)',
-  relu: 'select(0.0, v0, v0 > 0.0)',
+  relu: 'select(0.0, v0, v0 > 0.0 || isnan_f(v0))',
   silu: 'v0 * sigmoid_f(v0)',
   gelu: 'gelu_f(v0)',
   softplus: 'softplus_f(v0)',
@@ -131,10 +139,11 @@ const BINARY_WGSL: Record<BinaryOp, string> = {
   mul: 'v0 * v1',
   div: 'v0 / v1',
   pow: 'pow_f(v0, v1)',
-  maximum: 'select(v1, v0, v0 >= v1)',
-  minimum: 'select(v1, v0, v0 <= v1)',
+  // a NaN on either side wins, as in PyTorch
+  maximum: 'select(select(select(v1, v0, v0 >= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
+  minimum: 'select(select(select(v1, v0, v0 <= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
   eq: 'select(0.0, 1.0, v0 == v1)',
-  ne: 'select(0.0, 1.0, v0 != v1)',
+  ne: 'select(0.0, 1.0, v0 != v1 || isnan_f(v0) || isnan_f(v1))', // lavapipe compiled != as ordered
   lt: 'select(0.0, 1.0, v0 < v1)',
   le: 'select(0.0, 1.0, v0 <= v1)',
   gt: 'select(0.0, 1.0, v0 > v1)',
@@ -153,7 +162,7 @@ const unary: WgslKernel = (ctx, ins, attrs: UnaryAttrs, outShape, out) => {
   const p = mapProgram({
     name: `unary.${attrs.op}`,
     expr,
-    prelude: MATH_WGSL,
+    prelude: NAN_WGSL + MATH_WGSL,
     shape: outShape,
     ins: [contiguous(outShape)],
     extra,
@@ -167,7 +176,7 @@ const binary: WgslKernel = (ctx, ins, attrs: { op: BinaryOp }, outShape, out) =>
   const p = mapProgram({
     name: `binary.${attrs.op}`,
     expr,
-    prelude: attrs.op === 'pow' ? MATH_WGSL : '',
+    prelude: NAN_WGSL + (attrs.op === 'pow' ? MATH_WGSL : ''),
     shape: outShape,
     ins: ins.map((a) => ({ base: 0, strides: broadcastStrides(a.shape, outShape) })),
   });

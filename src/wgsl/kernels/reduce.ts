@@ -9,6 +9,7 @@
 import type { ArgAttrs, ReduceAttrs } from '../../tensor/prims/reduce.js';
 import { sizeOf, stridesOf } from '../../tensor/shape.js';
 import { bindingsWgsl, collapse, grid1d, linearMain, MAX_RANK, PARAMS_WGSL } from '../program.js';
+import { NAN_WGSL } from './elementwise.js';
 import { bufOf, type WgslKernel } from './kernel.js';
 
 const RWG = 256;
@@ -26,8 +27,8 @@ function accum(op: ReduceAttrs['op']): { init: string; add: string; merge: strin
   const cmp = op === 'max' ? '>' : '<';
   return {
     init: `var acc = ${op === 'max' ? '-' : ''}inf_f();\n  var comp = 0.0;`,
-    add: `if (v != v || v ${cmp} acc) { acc = v; }`,
-    merge: `if (a2 != a2 || a2 ${cmp} acc) { acc = a2; }`,
+    add: `if (isnan_f(v) || v ${cmp} acc) { acc = v; }`,
+    merge: `if (isnan_f(a2) || a2 ${cmp} acc) { acc = a2; }`,
   };
 }
 
@@ -64,7 +65,7 @@ const reduce: WgslKernel = (ctx, ins, attrs: ReduceAttrs, outShape, out) => {
   };
   const head = `${PARAMS_WGSL}${bindingsWgsl(1)}
 fn inf_f() -> f32 { var b = 0x7f800000u; return bitcast<f32>(b); }
-`;
+${NAN_WGSL}`;
   const perThread = nOut >= 2048 || k <= 512;
   if (perThread) {
     // nested loops over the reduced axes: no division per element
@@ -132,16 +133,16 @@ const argreduce: WgslKernel = (ctx, ins, attrs: ArgAttrs, outShape, out) => {
   const inner = ax === null ? 1 : sizeOf(x.shape.slice(ax + 1));
   const nOut = sizeOf(outShape);
   const cmp = attrs.op === 'argmax' ? '>' : '<';
-  const code = () => `${PARAMS_WGSL}${bindingsWgsl(1)}
+  const code = () => `${PARAMS_WGSL}${bindingsWgsl(1)}${NAN_WGSL}
 ${linearMain()}
   if (gi >= P(0u)) { return; }
   let inner = P(2u);
   let base = (gi / inner) * P(1u) * inner + gi % inner;
   var best = 0u;
   var bv = in0[base];
-  for (var k = 1u; k < P(1u) && bv == bv; k++) {
+  for (var k = 1u; k < P(1u) && !isnan_f(bv); k++) {
     let v = in0[base + k * inner];
-    if (v != v || v ${cmp} bv) { best = k; bv = v; }
+    if (isnan_f(v) || v ${cmp} bv) { best = k; bv = v; }
   }
   out[gi] = f32(best);
 }
