@@ -35,6 +35,14 @@ describe('shape mismatch', () => {
     );
   });
 
+  test('conv2d: options passed where the bias goes, or a bias of the wrong size', () => {
+    const opts = { padding: 1 } as unknown as T.Tensor;
+    expect(() => T.conv2d(f32([1, 3, 5, 5]), f32([4, 3, 3, 3]), opts)).toThrow(
+      /^conv2d: bias must be a Tensor \[4\] or undefined, got object \(options go fourth/,
+    );
+    expect(() => T.conv2d(f32([1, 3, 5, 5]), f32([4, 3, 3, 3]), f32([3]))).toThrow(/^conv2d: bias \[3\] must be \[4\]/);
+  });
+
   test('conv2d: channels not divisible by groups', () => {
     expect(() => T.conv2d(f32([1, 6, 5, 5]), f32([4, 3, 3, 3]), undefined, { groups: 4 })).toThrow(
       /^conv2d: input \[1, 6, 5, 5\] and weight \[4, 3, 3, 3\] do not match groups=4/,

@@ -122,11 +122,20 @@ function geom(op: string, o: Conv2dOptions): ConvGeom {
   };
 }
 
-function addBias(op: string, y: Tensor, bias: Tensor | undefined): Tensor {
-  if (!bias) return y;
-  const c = y.shape[1] as number;
+/** The bias is checked before any work is queued; an options object in its place is named. */
+function checkBias(op: string, bias: Tensor | undefined, c: number): void {
+  if (bias === undefined) return;
+  const t = bias as Partial<Tensor> | null;
+  if (t === null || typeof t !== 'object' || typeof t.rank !== 'number' || !Array.isArray(t.shape)) {
+    throw new Error(
+      `${op}: bias must be a Tensor [${c}] or undefined, got ${t === null ? 'null' : typeof t} (options go fourth: ${op}(x, w, bias, opts))`,
+    );
+  }
   if (bias.rank !== 1 || bias.size !== c) throw new Error(`${op}: bias ${fmt(bias.shape)} must be [${c}]`);
-  return add(y, reshape(bias, [c, 1, 1]));
+}
+
+function addBias(y: Tensor, bias: Tensor | undefined): Tensor {
+  return bias ? add(y, reshape(bias, [y.shape[1] as number, 1, 1])) : y;
 }
 
 /** torch.nn.functional.conv2d. x: [N, C, H, W], w: [O, C/groups, KH, KW], bias: [O]. */
@@ -141,7 +150,8 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, opts: Conv2dOptions 
       `conv2d: input ${fmt(x.shape)} and weight ${fmt(w.shape)} do not match groups=${g.groups} (need weight[1] * groups = C and O divisible by groups)`,
     );
   }
-  return addBias('conv2d', conv2dRaw(x, w, g), bias);
+  checkBias('conv2d', bias, o);
+  return addBias(conv2dRaw(x, w, g), bias);
 }
 
 export interface ConvTranspose2dOptions extends Conv2dOptions {
@@ -169,5 +179,6 @@ export function convTranspose2d(x: Tensor, w: Tensor, bias?: Tensor, opts: ConvT
   const oh = (h - 1) * g.stride[0] - 2 * g.padding[0] + g.dilation[0] * (kh - 1) + op[0] + 1;
   const ow = (wd - 1) * g.stride[1] - 2 * g.padding[1] + g.dilation[1] * (kw - 1) + op[1] + 1;
   if (oh < 1 || ow < 1) throw new Error(`convTranspose2d: input ${fmt(x.shape)} gives an empty output`);
-  return addBias('convTranspose2d', conv2dInput(x, w, { ...g, inShape: [n, coutg * g.groups, oh, ow] }), bias);
+  checkBias('convTranspose2d', bias, coutg * g.groups);
+  return addBias(conv2dInput(x, w, { ...g, inShape: [n, coutg * g.groups, oh, ow] }), bias);
 }
