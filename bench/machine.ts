@@ -11,3 +11,8 @@ export function machineInfo(): Record<string, unknown> {
     loadavg: os.loadavg(),
   };
 }
+
+/** A comma-separated list from the environment variable `name` (or `dflt`), empty items dropped. */
+export function envList(name: string, dflt: string): string[] {
+  return (process.env[name] ?? dflt).split(',').filter((v) => v !== '');
+}

@@ -8,7 +8,8 @@
 // Run: node scripts/build.mjs && node dist/bench-models.mjs
 //   BENCH_BACKENDS=cpu,webgpu  BENCH_MODELS=ddpmpp,wrn  BENCH_BATCHES=1,8,64
 //   BENCH_MEM_GIB=0.75 x RAM: a batch's gradient is skipped (and the row says why) when the gradient
-//   peak per image measured at a smaller batch, times the batch, would pass this budget
+//   peak per image measured at a smaller batch, times the batch, would pass this budget (host RAM:
+//   right for cpu and lavapipe; on a hardware GPU set it to the device's memory)
 //   BENCH_TORCH=1  BENCH_OUT=bench/out/models.json
 
 import { spawnSync } from 'node:child_process';
@@ -17,13 +18,12 @@ import os from 'node:os';
 import { buildNetwork, type ModelKind, type Network } from '../src/diffpure/models.js';
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
-import { machineInfo } from './machine.js';
+import { envList, machineInfo } from './machine.js';
 import { meter, useMeteredBackend } from './meter.js';
 
-const list = (name: string, dflt: string) => (process.env[name] ?? dflt).split(',').filter((v) => v !== '');
-const backends = list('BENCH_BACKENDS', 'cpu,webgpu');
-const models = list('BENCH_MODELS', 'ddpmpp,wrn');
-const batches = list('BENCH_BATCHES', '1,8,64').map(Number);
+const backends = envList('BENCH_BACKENDS', 'cpu,webgpu');
+const models = envList('BENCH_MODELS', 'ddpmpp,wrn');
+const batches = envList('BENCH_BATCHES', '1,8,64').map(Number);
 const memBudget = Number(process.env.BENCH_MEM_GIB ?? (0.75 * os.totalmem()) / 2 ** 30) * 2 ** 30;
 const withTorch = process.env.BENCH_TORCH !== '0';
 const outFile = process.env.BENCH_OUT ?? 'bench/out/models.json';
@@ -84,17 +84,18 @@ async function benchModel(
     const t = net.needsTime ? T.full([batch], 999 * 0.1) : undefined;
     return { x, t };
   };
-  const fwd = (x: T.Tensor, t?: T.Tensor) => () => T.noGrad(() => net.forward(x, t));
+  const fwd = (x: T.Tensor, t?: T.Tensor) => () => T.tidy(() => T.noGrad(() => net.forward(x, t)));
   const gradFn = (x: T.Tensor, t?: T.Tensor) => () =>
     T.tidy(() => T.grad((xx: T.Tensor) => T.sum(net.forward(xx, t)))(x));
+  // warm-up at batch 1; its gradient peak starts the per-image estimate the memory budget uses
+  let gradBytesPerImage: number;
   {
-    const { x, t } = inputs(1); // warm-up
+    const { x, t } = inputs(1);
     await measure(backend, fwd(x, t));
-    await measure(backend, gradFn(x, t));
+    gradBytesPerImage = (await measure(backend, gradFn(x, t))).peak;
     x.dispose();
     t?.dispose();
   }
-  let gradBytesPerImage = 0;
   for (const batch of batches) {
     const { x, t } = inputs(batch);
     const f = await measure(backend, fwd(x, t));
@@ -114,7 +115,7 @@ async function benchModel(
       grad_over_forward: g ? g.seconds / f.seconds : null,
       grad_peak_bytes: g?.peak ?? null,
       ...(skip && {
-        grad_skipped: `projected ${(projected / 2 ** 30).toFixed(1)} GiB (the per-image peak at a smaller batch x ${batch}) > budget ${(memBudget / 2 ** 30).toFixed(1)} GiB`,
+        grad_skipped: `projected ${(projected / 2 ** 30).toFixed(1)} GiB (the largest per-image peak at a smaller batch x ${batch}) > budget ${(memBudget / 2 ** 30).toFixed(1)} GiB`,
       }),
       weight_bytes: weightBytes,
       loadavg_1m: os.loadavg()[0] as number,

@@ -18,14 +18,10 @@ import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
 import { RevVPSDE, sdeint, vpDiffuse, vpReverseTimes } from '../src/sde/index.js';
 import { relMaxErr } from '../test/sde/helpers.js';
-import { machineInfo } from './machine.js';
+import { envList, machineInfo } from './machine.js';
 import { type Meter, meter, useMeteredBackend } from './meter.js';
 
-const list = (name: string, dflt: string) =>
-  (process.env[name] ?? dflt)
-    .split(',')
-    .filter((s) => s !== '')
-    .map(Number);
+const list = (name: string, dflt: string) => envList(name, dflt).map(Number);
 const backends = (process.env.BENCH_BACKENDS ?? 'cpu,webgpu').split(',');
 const stepCounts = list('BENCH_STEPS', '2,5');
 const autogradSteps = list('BENCH_AUTOGRAD_STEPS', '1,2');

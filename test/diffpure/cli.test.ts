@@ -102,10 +102,23 @@ describe('diffpure forward reproduces the fixtures', () => {
   });
 
   test('bad invocations fail with a message naming the argument', async () => {
-    expect(await main(['forward', '--model', 'vit'])).toBe(1);
-    expect(await main(['forward', '--model', 'wrn', '--x', 'x.npy'])).toBe(1);
-    expect(await main(['convert', 'only-one.pth', '--model', 'wrn'])).toBe(1);
-    expect(await main(['nope'])).toBe(2);
+    const err = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const said = () => String(err.mock.calls.at(-1)?.[0]);
+    try {
+      expect(await main(['forward', '--model', 'vgg'])).toBe(1);
+      expect(said()).toMatch(/--model must be one of ddpmpp, adm, wrn, resnet, vit, got 'vgg'/);
+      expect(await main(['forward', '--model', 'wrn', '--x', 'x.npy'])).toBe(1);
+      expect(said()).toMatch(/^diffpure forward: /);
+      expect(await main(['convert', 'only-one.pth', '--model', 'wrn'])).toBe(1);
+      expect(said()).toMatch(/^diffpure convert: /);
+      const cfg = config('vit-bad', { patch: 8 });
+      expect(await main(['convert', 'in.pth', 'out.safetensors', '--model', 'vit', '--config', cfg])).toBe(1);
+      expect(said()).toMatch(/VisionTransformer: unknown option\(s\) patch; timm's names: img_size, patch_size/);
+      expect(await main(['nope'])).toBe(2);
+      expect(said()).toMatch(/unknown command 'nope'/);
+    } finally {
+      err.mockRestore();
+    }
   });
 });
 

@@ -59,6 +59,10 @@ describe('DeiT VisionTransformer structure', () => {
       /embed_dim 50 is not divisible by num_heads 3/,
     );
     expect(() => new VisionTransformer({ depth: 0 })).toThrow(/depth must be a positive integer/);
+    expect(() => new VisionTransformer({ qkv_bias: 'false' as unknown as boolean })).toThrow(
+      /qkv_bias must be true or false, got "false"/,
+    );
+    expect(() => new VisionTransformer({ patch: 8 } as Partial<VitOptions>)).toThrow(/unknown option\(s\) patch/);
     T.tidy(() => {
       const m = new VisionTransformer({
         img_size: 16,
@@ -109,6 +113,21 @@ describe('DeiT VisionTransformer against torchvision (hashed weights, tolerance 
     );
     expect(errY).toBeLessThan(1e-4);
     expect(errG).toBeLessThan(1e-4);
+  });
+});
+
+describe.skipIf(!gpu)('DeiT VisionTransformer memory (webgpu pool)', () => {
+  test('a forward outside any tidy scope frees every intermediate it made', async () => {
+    const ref = refs.models[SMALL] as VitRefs['models'][string];
+    await expectNoLeak('vit forward', async () => {
+      const m = await buildShapeOnly(() => new VisionTransformer(ref.config).eval());
+      materialize(m, hashedStateDict(m), { backend: 'webgpu' });
+      const x = hashedInput(ref, 'webgpu');
+      const y = T.noGrad(() => m.forward(x));
+      await y.data();
+      T.dispose(y, x);
+      m.dispose();
+    });
   });
 });
 

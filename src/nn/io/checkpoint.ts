@@ -10,8 +10,8 @@
 //    keys may start with 'module.' and/or 'model.'; both prefixes are removed.
 //  - guided-diffusion (openai): a plain state dict, names as in the model.
 //  - facebookresearch/deit releases (deit_small_patch16_224-cd65a155.pth): {'model': state dict},
-//    which timm's checkpoint_filter_fn and DeiT's own loader unwrap; a training checkpoint adds
-//    'optimizer', 'lr_scheduler', 'epoch', ... beside it.
+//    which timm's checkpoint_filter_fn and DeiT's own loader unwrap. (DeiT's training checkpoints
+//    also pickle an argparse.Namespace under 'args', a global the unpickler refuses by name.)
 
 import { isDict, type PyValue, pyTypeName } from './pickle.js';
 import { type HostTensor, isHostTensor, type StateDict } from './types.js';
@@ -19,7 +19,10 @@ import { type HostTensor, isHostTensor, type StateDict } from './types.js';
 export type CheckpointKind = 'score_sde' | 'robustbench' | 'guided_diffusion' | 'deit' | 'plain' | 'auto';
 
 export interface ExtractOptions {
-  /** Layout of the checkpoint; 'auto' (default) recognises the four above. */
+  /**
+   * Layout of the checkpoint; 'auto' (default) recognises score_sde, RobustBench and DeiT, and
+   * reads anything else as a plain state dict (guided-diffusion's is one).
+   */
   kind?: CheckpointKind;
   /** score_sde: the EMA weights (default, what DiffPure runs) or the raw 'model' entry. */
   weights?: 'ema' | 'model';

@@ -41,8 +41,9 @@ export const DEIT_SMALL_PATCH16_224: VitOptions = {
 };
 
 const LN_EPS = 1e-6;
-// timm draws cls_token, pos_embed and Linear weights from trunc_normal(std 0.02); a uniform of
-// the same standard deviation stands in (random weights only matter for benches and shapes)
+// timm draws cls_token and pos_embed from trunc_normal(std 0.02); a uniform of the same standard
+// deviation stands in (random weights only matter for benches and shapes). Linear layers keep
+// PyTorch's default init.
 const TOKEN_BOUND = 0.02 * Math.sqrt(3);
 
 export class VitAttention extends Module {
@@ -132,7 +133,15 @@ export class VisionTransformer extends Module {
 
   constructor(opts: Partial<VitOptions> = {}) {
     super();
+    const unknown = Object.keys(opts).filter((k) => !(k in DEIT_SMALL_PATCH16_224));
+    if (unknown.length) {
+      throw new Error(
+        `VisionTransformer: unknown option(s) ${unknown.join(', ')}; timm's names: ${Object.keys(DEIT_SMALL_PATCH16_224).join(', ')}`,
+      );
+    }
     const o = { ...DEIT_SMALL_PATCH16_224, ...opts };
+    if (typeof o.qkv_bias !== 'boolean')
+      throw new Error(`VisionTransformer: qkv_bias must be true or false, got ${JSON.stringify(o.qkv_bias)}`);
     for (const k of ['img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'num_classes'] as const) {
       if (!Number.isInteger(o[k]) || o[k] < 1)
         throw new Error(`VisionTransformer: ${k} must be a positive integer, got ${o[k]}`);
@@ -173,10 +182,12 @@ export class VisionTransformer extends Module {
       h.dispose();
       h = next;
     }
-    return T.tidy(() => {
+    const logits = T.tidy(() => {
       const cls = T.reshape(T.narrow(this.norm.forward(h), 1, 0, 1), [b, d]);
       return this.head.forward(cls);
     });
+    h.dispose();
+    return logits;
   }
 }
 

@@ -36,10 +36,12 @@ function erfcFraction(z: number): number {
 }
 
 /**
- * erfc for z >= 0 to float64 relative accuracy in the tail: 1 - erf loses about log10(1/erfc(z))
- * digits, so beyond z = 1.5 (erfc 0.034) the continued fraction takes over.
+ * erfc to float64 relative accuracy in the right tail: 1 - erf loses about log10(1/erfc(z))
+ * digits, so beyond z = 1.5 (erfc 0.034) the continued fraction takes over. erfc(-z) = 2 - erfc(z).
  */
 export function erfc(z: number): number {
+  if (Number.isNaN(z)) return z;
+  if (z < 0) return 2 - erfc(-z);
   return z < 1.5 ? 1 - erfSeries(z) : erfcFraction(z);
 }
 

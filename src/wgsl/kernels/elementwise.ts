@@ -19,7 +19,7 @@ fn isnan_f(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000
  * Float32 versions of the functions WGSL lacks or computes inaccurately in some drivers.
  * Written for accuracy over speed: these ops are memory-bound.
  */
-export const MATH_WGSL = /* wgsl */ `
+export const MATH_WGSL = /* wgsl */ `${NAN_WGSL}
 fn nan_f() -> f32 { var b = 0x7fc00000u; return bitcast<f32>(b); }
 // log(1 + u) to full precision for small u (Goldberg's trick; WGSL has no log1p)
 fn log1p_f(u: f32) -> f32 {
@@ -67,6 +67,7 @@ fn erf_series(z: f32) -> f32 {
   return 1.1283791670955126 * exp(-z * z) * sum;
 }
 fn erf_f(x: f32) -> f32 {
+  if (isnan_f(x)) { return x; }
   let z = abs(x);
   var r = 1.0;
   if (z < 2.5) { r = erf_series(z); } else if (z < 10.0) { r = 1.0 - erfc_cf(z); }
@@ -162,7 +163,7 @@ const unary: WgslKernel = (ctx, ins, attrs: UnaryAttrs, outShape, out) => {
   const p = mapProgram({
     name: `unary.${attrs.op}`,
     expr,
-    prelude: NAN_WGSL + MATH_WGSL,
+    prelude: MATH_WGSL,
     shape: outShape,
     ins: [contiguous(outShape)],
     extra,
@@ -176,7 +177,7 @@ const binary: WgslKernel = (ctx, ins, attrs: { op: BinaryOp }, outShape, out) =>
   const p = mapProgram({
     name: `binary.${attrs.op}`,
     expr,
-    prelude: NAN_WGSL + (attrs.op === 'pow' ? MATH_WGSL : ''),
+    prelude: attrs.op === 'pow' ? MATH_WGSL : NAN_WGSL,
     shape: outShape,
     ins: ins.map((a) => ({ base: 0, strides: broadcastStrides(a.shape, outShape) })),
   });
@@ -186,7 +187,8 @@ const binary: WgslKernel = (ctx, ins, attrs: { op: BinaryOp }, outShape, out) =>
 const where: WgslKernel = (ctx, ins, _attrs, outShape, out) => {
   const p = mapProgram({
     name: 'where',
-    expr: 'select(v2, v1, v0 != 0.0)',
+    expr: 'select(v2, v1, v0 != 0.0 || isnan_f(v0))', // a NaN condition is true, as on cpu
+    prelude: NAN_WGSL,
     shape: outShape,
     ins: ins.map((a) => ({ base: 0, strides: broadcastStrides(a.shape, outShape) })),
   });

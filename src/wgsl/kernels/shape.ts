@@ -94,7 +94,7 @@ const gather: WgslKernel = (ctx, ins, attrs: { axis: number }, _outShape, out) =
 ${linearMain()}
   if (gi >= P(0u)) { return; }
 ${body}  let v = in1[gi];
-  if (v != floor(v) || v < 0.0 || v >= f32(P(1u))) { out[gi] = nan_f(); return; }
+  if (isnan_f(v) || v != floor(v) || v < 0.0 || v >= f32(P(1u))) { out[gi] = nan_f(); return; }
   out[gi] = in0[off + u32(v) * P(2u)];
 }
 `,
