@@ -76,10 +76,9 @@ export function backward(outputs: readonly Tensor[], cotangents: readonly Tensor
     for (const t of nodes) {
       const g = grads.get(t);
       const node = t.node;
-      if (!g || !node || !node.prim.vjp) continue;
-      const gs = tidy(() =>
-        (node.prim.vjp as NonNullable<typeof node.prim.vjp>)(g, { inputs: node.inputs, output: t, attrs: node.attrs }),
-      );
+      const vjp = node?.prim.vjp;
+      if (!g || !node || !vjp) continue;
+      const gs = tidy(() => vjp(g, { inputs: node.inputs, output: t, attrs: node.attrs }));
       // a VJP may return g itself or one tensor for several inputs: copy those, since
       // each accumulated cotangent is owned (and later disposed) by exactly one input
       const handed = new Set<Tensor>([g]);

@@ -98,9 +98,16 @@ export const binary: OpCase[] = [
   bin('pow', T.pow, twoInputs([0.2, 3], [-2, 2])),
   bin('maximum', T.maximum, untiedPair()),
   bin('minimum', T.minimum, untiedPair()),
-  ...(['eq', 'ne', 'lt', 'le', 'gt', 'ge'] as const).map((op) =>
-    bin(op, T[op] as Bin, tiedPair(), { noGrad: true, tol32: 0 }),
-  ),
+  ...(
+    [
+      ['eq', T.eq],
+      ['ne', T.ne],
+      ['lt', T.lt],
+      ['le', T.le],
+      ['gt', T.gt],
+      ['ge', T.ge],
+    ] as const
+  ).map(([op, fn]) => bin(op, fn as Bin, tiedPair(), { noGrad: true, tol32: 0 })),
 ];
 
 export const others: OpCase[] = [
