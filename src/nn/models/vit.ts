@@ -13,7 +13,7 @@
 
 import * as T from '../../tensor/index.js';
 import { uniformInit } from '../init.js';
-import { Conv2d, LayerNorm, Linear, ModuleList } from '../layers/basic.js';
+import { Conv2d, LayerNorm, Linear, Sequential } from '../layers/basic.js';
 import { Module, type Parameter } from '../module.js';
 
 /** timm's VisionTransformer keyword arguments (the ones DeiT sets), with timm's names. */
@@ -126,7 +126,7 @@ export class VisionTransformer extends Module {
   readonly clsToken: Parameter;
   readonly posEmbed: Parameter;
   readonly patchEmbed: PatchEmbed;
-  readonly blocks: ModuleList<VitBlock>;
+  readonly blocks: Sequential;
   readonly norm: LayerNorm;
   readonly head: Linear;
   readonly opts: VitOptions;
@@ -156,7 +156,8 @@ export class VisionTransformer extends Module {
     this.clsToken = this.registerParameter('cls_token', uniformInit([1, 1, d], TOKEN_BOUND));
     this.posEmbed = this.registerParameter('pos_embed', uniformInit([1, patches + 1, d], TOKEN_BOUND));
     this.patchEmbed = this.registerModule('patch_embed', new PatchEmbed(o.patch_size, d));
-    this.blocks = this.registerModule('blocks', new ModuleList<VitBlock>());
+    // Sequential: keys blocks.0, blocks.1, ... (timm's nn.Sequential) and each block's input freed once consumed
+    this.blocks = this.registerModule('blocks', new Sequential());
     for (let i = 0; i < o.depth; i++) this.blocks.push(new VitBlock(d, o.num_heads, o.mlp_ratio, o.qkv_bias));
     this.norm = this.registerModule('norm', new LayerNorm([d], LN_EPS));
     this.head = this.registerModule('head', new Linear(d, o.num_classes));
@@ -172,16 +173,13 @@ export class VisionTransformer extends Module {
     }
     const b = x.shape[0] as number;
     const d = this.opts.embed_dim;
-    let h = T.tidy(() => {
+    const h0 = T.tidy(() => {
       const tokens = this.patchEmbed.forward(x);
       const cls = T.expand(this.clsToken.value, [b, 1, d]);
       return T.add(T.concat([cls, tokens], 1), this.posEmbed.value);
     });
-    for (const blk of this.blocks.items) {
-      const next = blk.forward(h);
-      h.dispose();
-      h = next;
-    }
+    const h = this.blocks.forward(h0);
+    if (h !== h0) h0.dispose(); // Sequential frees what it consumed, never its own input
     const logits = T.tidy(() => {
       const cls = T.reshape(T.narrow(this.norm.forward(h), 1, 0, 1), [b, d]);
       return this.head.forward(cls);
