@@ -50,3 +50,18 @@ export function meter(backend: string): Meter {
     live: () => c.live,
   };
 }
+
+/** Wall seconds of fn and its peak bytes above what was live before, its result read back to the host (the readback waits for all queued work). */
+export async function timed(
+  m: Meter,
+  fn: () => T.Tensor,
+): Promise<{ seconds: number; peakBytes: number; host: Float32Array }> {
+  m.reset();
+  const t0 = performance.now();
+  const y = fn();
+  const host = Float32Array.from(await y.data());
+  const seconds = (performance.now() - t0) / 1000;
+  y.dispose();
+  const peakBytes = m.peak();
+  return { seconds, peakBytes, host };
+}

@@ -19,7 +19,7 @@ import { buildNetwork, type ModelKind, type Network } from '../src/diffpure/mode
 import * as T from '../src/index.js';
 import { manualSeed } from '../src/nn/init.js';
 import { envList, machineInfo } from './machine.js';
-import { meter, useMeteredBackend } from './meter.js';
+import { meter, timed, useMeteredBackend } from './meter.js';
 
 const backends = envList('BENCH_BACKENDS', 'cpu,webgpu');
 const models = envList('BENCH_MODELS', 'ddpmpp,wrn');
@@ -51,14 +51,8 @@ interface Row {
 
 /** Wall seconds of one call and the peak bytes above what was live before it. */
 async function measure(backend: string, fn: () => T.Tensor): Promise<{ seconds: number; peak: number }> {
-  const m = meter(backend);
-  m.reset();
-  const t0 = performance.now();
-  const y = fn();
-  await y.data(); // the readback waits for all enqueued work
-  const seconds = (performance.now() - t0) / 1000;
-  y.dispose();
-  return { seconds, peak: m.peak() };
+  const r = await timed(meter(backend), fn);
+  return { seconds: r.seconds, peak: r.peakBytes };
 }
 
 async function benchModel(

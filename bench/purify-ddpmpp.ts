@@ -19,7 +19,7 @@ import { manualSeed } from '../src/nn/init.js';
 import { RevVPSDE, sdeint, vpDiffuse, vpReverseTimes } from '../src/sde/index.js';
 import { relMaxErr } from '../test/sde/helpers.js';
 import { envList, machineInfo } from './machine.js';
-import { type Meter, meter, useMeteredBackend } from './meter.js';
+import { meter, timed, useMeteredBackend } from './meter.js';
 
 const list = (name: string, dflt: string) => envList(name, dflt).map(Number);
 const backends = (process.env.BENCH_BACKENDS ?? 'cpu,webgpu').split(',');
@@ -44,21 +44,6 @@ interface Row {
   gradExact: Timing;
   gradContinuous: Timing;
   continuousVsExactRelMax: number;
-}
-
-/** Wall seconds of fn, its result read back to the host (the readback waits for all queued work). */
-async function timed(
-  m: Meter,
-  fn: () => T.Tensor,
-): Promise<{ seconds: number; peakBytes: number; host: Float32Array }> {
-  m.reset();
-  const t0 = performance.now();
-  const y = fn();
-  const host = Float32Array.from(await y.data());
-  const seconds = (performance.now() - t0) / 1000;
-  y.dispose();
-  const peakBytes = m.peak();
-  return { seconds, peakBytes, host };
 }
 
 /**
