@@ -22,158 +22,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as esbuild from 'esbuild';
 import fc from 'fast-check';
-import { afterAll, describe, expect, test } from 'vitest';
-import {
-  configureGemm,
-  type GemmArgs,
-  gemm,
-  gemmThreadStats,
-  gemmThreadsAvailable,
-  shutdownGemmThreads,
-} from '../src/tensor/cpu/gemm.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { gemm, gemmThreadStats, gemmThreadsAvailable, shutdownGemmThreads } from '../src/tensor/cpu/gemm.js';
+import { type CpuKernelKind, setCpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
+import { arbCase, type Case, check, combos, size, withConfig } from './harness/gemm-cases.js';
 
-type F = Float32Array | Float64Array;
-const SENTINEL = 12345;
-
-interface Case {
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
-  accumulate: boolean;
-  dtype: 'float32' | 'float64';
-  /** Offsets of A, B, C in their arrays and extra elements per row beyond the matrix width. */
-  offs: [number, number, number];
-  pads: [number, number, number];
-  /** Inputs uniform in [-scale, scale). */
-  scale: number;
-  seed: number;
-  /** Back the arrays with SharedArrayBuffer (the threaded path then uses them in place). */
-  shared?: boolean;
-}
-
-/** mulberry32: a small deterministic generator, so fast-check only has to pick a seed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function alloc(c: Case, n: number): F {
-  if (c.dtype === 'float64') return c.shared ? new Float64Array(new SharedArrayBuffer(8 * n)) : new Float64Array(n);
-  return c.shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
-}
-
-/** A stored matrix of `rows x cols` (as laid out in memory) at `off`, row stride cols + pad, NaN around it. */
-function matrix(c: Case, rows: number, cols: number, off: number, pad: number, fill: (() => number) | null) {
-  const ld = cols + pad;
-  const data = alloc(c, off + Math.max(0, rows - 1) * ld + cols + 3);
-  data.fill(fill ? Number.NaN : SENTINEL);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[off + i * ld + j] = fill ? fill() : Number.NaN;
-  return { data, ld };
-}
-
-function build(c: Case) {
-  const r = rng(c.seed);
-  const u = () => (2 * r() - 1) * c.scale;
-  const A = c.transA ? matrix(c, c.k, c.m, c.offs[0], c.pads[0], u) : matrix(c, c.m, c.k, c.offs[0], c.pads[0], u);
-  const B = c.transB ? matrix(c, c.n, c.k, c.offs[1], c.pads[1], u) : matrix(c, c.k, c.n, c.offs[1], c.pads[1], u);
-  const C = matrix(c, c.m, c.n, c.offs[2], c.pads[2], null);
-  if (c.accumulate) for (let i = 0; i < c.m; i++) for (let j = 0; j < c.n; j++) C.data[c.offs[2] + i * C.ld + j] = u();
-  const args: GemmArgs = {
-    m: c.m,
-    n: c.n,
-    k: c.k,
-    a: A.data,
-    aOff: c.offs[0],
-    lda: A.ld,
-    transA: c.transA,
-    b: B.data,
-    bOff: c.offs[1],
-    ldb: B.ld,
-    transB: c.transB,
-    c: C.data,
-    cOff: c.offs[2],
-    ldc: C.ld,
-    accumulate: c.accumulate,
-  };
-  return args;
-}
-
-const at = (x: F, off: number, ld: number, trans: boolean, i: number, j: number) =>
-  x[trans ? off + j * ld + i : off + i * ld + j] as number;
-
-/** Runs gemm on a fresh copy of the case and checks it against the float64 triple loop; returns C. */
-function check(c: Case): F {
-  const g = build(c);
-  const c0 = g.c.slice();
-  gemm(g);
-  const f64 = c.dtype === 'float64';
-  const eps = f64 ? 2 ** -52 : 2 ** -23;
-  const bound = 4 * (f64 ? c.k : Math.sqrt(c.k)) * c.scale * c.scale * eps;
-  for (let i = 0; i < c.m; i++) {
-    for (let j = 0; j < c.n; j++) {
-      const ci = g.cOff + i * g.ldc + j;
-      const prior = c.accumulate ? (c0[ci] as number) : 0;
-      let ref = prior;
-      for (let p = 0; p < c.k; p++)
-        ref += at(g.a, g.aOff, g.lda, c.transA, i, p) * at(g.b, g.bOff, g.ldb, c.transB, p, j);
-      const got = g.c[ci] as number;
-      const tol = bound + Math.abs(prior) * eps;
-      if (!(Math.abs(got - ref) <= tol)) {
-        throw new Error(
-          `C[${i}, ${j}] = ${got}, expected ${ref} +- ${tol} (${JSON.stringify({ ...c, seed: c.seed })})`,
-        );
-      }
-      c0[ci] = got; // out-of-view entries are compared below
-    }
-  }
-  for (let x = 0; x < g.c.length; x++) {
-    if (!Object.is(g.c[x], c0[x])) throw new Error(`element ${x} outside C's view changed: ${c0[x]} -> ${g.c[x]}`);
-  }
-  return g.c;
-}
-
-const edge = fc.constantFrom(1, 3, 17, 33, 65);
-const size = fc.oneof(edge, fc.integer({ min: 1, max: 70 }));
-const small = fc.integer({ min: 0, max: 5 });
-
-function arbCase(dim: fc.Arbitrary<number>): fc.Arbitrary<Case> {
-  return fc.record({
-    m: dim,
-    n: dim,
-    k: dim,
-    transA: fc.boolean(),
-    transB: fc.boolean(),
-    accumulate: fc.boolean(),
-    dtype: fc.constantFrom('float32' as const, 'float64' as const),
-    offs: fc.tuple(small, small, small),
-    pads: fc.tuple(small, small, small),
-    scale: fc.constantFrom(2 ** -3, 1, 2 ** 5),
-    seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
-    shared: fc.boolean(),
-  });
-}
-
-/** Runs fn with the given gemm settings, restoring the previous ones afterwards. */
-function withConfig<T>(cfg: Parameters<typeof configureGemm>[0], fn: () => T): T {
-  const prev = configureGemm(cfg);
-  try {
-    return fn();
-  } finally {
-    configureGemm(prev);
-  }
-}
-
-const combos = [false, true].flatMap((transA) =>
-  [false, true].flatMap((transB) => [false, true].map((accumulate) => ({ transA, transB, accumulate }))),
-);
+// float32 goes to the wasm kernels by default; this file holds the JS kernel to its own, tighter bound.
+let prevKind: CpuKernelKind;
+beforeAll(() => {
+  prevKind = setCpuKernelKind('js');
+});
+afterAll(() => {
+  setCpuKernelKind(prevKind);
+});
 
 afterAll(() => shutdownGemmThreads());
 
@@ -278,7 +139,7 @@ console.log(JSON.stringify({ bad, ...gemmThreadStats() }));
       const out = join(dir, 'out.mjs');
       await esbuild.build({ entryPoints: [entry], outfile: out, bundle: true, platform: 'node', format: 'esm' });
       // the workers are unref'd: the script must exit on its own once done
-      const env = { ...process.env, DIFFPURE_CPU_THREADS: '2' };
+      const env = { ...process.env, DIFFPURE_CPU_THREADS: '2', DIFFPURE_CPU_KERNELS: 'js' };
       const r = spawnSync(process.execPath, [out], { encoding: 'utf8', env, timeout: 60_000 });
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);

@@ -1,12 +1,16 @@
 // The cpu matrix-multiply entry every matmul and conv goes through.
 // C[m, n] (+)= sum_k A[m, k] B[k, n]; all row-major with explicit offsets and leading dims.
 //
-// The kernel is a cache- and register-blocked loop (gemm-kernel.ts). Large problems are split across worker threads
+// float32 goes to the wasm SIMD kernel (wasm/gemm.ts) unless the js kernels are selected (wasm/select.ts); float64,
+// and float32 under DIFFPURE_CPU_KERNELS=js, run the readable JS kernel: a cache- and register-blocked loop
+// (gemm-kernel.ts). Large problems are split across worker threads
 // (gemm-pool.ts) while this call still returns only when C is complete, so ops stay synchronous.
 
 import type { TypedArray } from '../backend.js';
 import { makeGemmKernel } from './gemm-kernel.js';
 import { gemmThreaded, poolStats, shutdownGemmPool, threadsAvailable } from './gemm-pool.js';
+import { wasmGemm } from './wasm/gemm.js';
+import { activeWasm } from './wasm/select.js';
 
 export interface GemmArgs {
   m: number;
@@ -53,7 +57,7 @@ function defaultThreads(): number {
 let config: GemmConfig | undefined;
 const kernel = makeGemmKernel();
 
-function currentConfig(): GemmConfig {
+export function currentConfig(): GemmConfig {
   config ??= { threads: defaultThreads(), minThreadedMacs: 1 << 19, minThreadedDim: 16 };
   return config;
 }
@@ -83,6 +87,13 @@ export const shutdownGemmThreads = shutdownGemmPool;
 
 export function gemm(g: GemmArgs): void {
   if (g.m <= 0 || g.n <= 0) return;
+  if (g.c instanceof Float32Array && g.a instanceof Float32Array && g.b instanceof Float32Array) {
+    const rt = activeWasm();
+    if (rt) {
+      wasmGemm(rt, g as Parameters<typeof wasmGemm>[1], currentConfig());
+      return;
+    }
+  }
   const { threads, minThreadedMacs, minThreadedDim } = currentConfig();
   const big = g.m * g.n * g.k >= minThreadedMacs && Math.min(g.m, g.n, g.k) >= minThreadedDim;
   if (threads > 1 && big && gemmThreaded(g, kernel, threads)) return;

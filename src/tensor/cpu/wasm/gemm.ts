@@ -1,0 +1,133 @@
+// float32 gemm through the wasm SIMD kernel: operands copied into the arena, bands of C split across the worker pool.
+
+import { WasmPool } from './pool.js';
+import type { SgemmJob, WasmRuntime } from './runtime.js';
+
+/** Register tile of the wasm micro-kernel (assembly/gemm.ts): bands are cut at multiples of it. */
+const MR = 4;
+const NR = 8;
+
+/** Threading thresholds shared with the JS kernel (gemm.ts owns the values). */
+export interface ThreadPolicy {
+  threads: number;
+  minThreadedMacs: number;
+  minThreadedDim: number;
+}
+
+let pool: WasmPool | null | undefined;
+
+function getPool(rt: WasmRuntime): WasmPool | null {
+  if (pool === undefined) pool = WasmPool.create(rt);
+  return pool && !pool.broken ? pool : null;
+}
+
+/** Counters of the wasm pool (threaded calls, bands done by workers, bands taken over from booting workers). */
+export function wasmPoolStats(): { calls: number; workerBands: number; skippedBooting: number } {
+  return pool ? { ...pool.stats } : { calls: 0, workerBands: 0, skippedBooting: 0 };
+}
+
+export async function shutdownWasmPool(): Promise<void> {
+  const p = pool;
+  pool = undefined;
+  if (p) await p.shutdown();
+}
+
+/** How many threads a problem of this size gets under `policy` (1 when it is too small to pay for a wake-up). */
+export function threadsFor(m: number, n: number, k: number, policy: ThreadPolicy): number {
+  if (policy.threads <= 1) return 1;
+  if (m * n * k < policy.minThreadedMacs || Math.min(m, n, k) < policy.minThreadedDim) return 1;
+  const byRows = m >= n;
+  return Math.max(1, Math.min(policy.threads, Math.floor((byRows ? m : n) / (byRows ? MR : NR))));
+}
+
+/**
+ * Runs `j` on `threads` threads: C is cut along its longer side into bands aligned to the register tile. Each C entry
+ * is summed in the same order whatever the split, so results are bitwise identical for any thread count. The caller
+ * has called rt.reset(threads) before allocating the operands (that reserves one workspace per thread).
+ */
+export function sgemmOnThreads(rt: WasmRuntime, j: SgemmJob, threads: number): void {
+  const p = threads > 1 ? getPool(rt) : null;
+  if (!p) {
+    rt.sgemm(j, 0);
+    return;
+  }
+  const byRows = j.m >= j.n;
+  const len = byRows ? j.m : j.n;
+  const unit = byRows ? MR : NR;
+  const jobs: SgemmJob[] = [];
+  for (let i = 0; i < threads; i++) {
+    const s = Math.round((len * i) / threads / unit) * unit;
+    const e = i === threads - 1 ? len : Math.round((len * (i + 1)) / threads / unit) * unit;
+    if (e <= s) continue;
+    if (byRows) {
+      jobs.push({ ...j, m: e - s, a: j.a + 4 * (j.transA ? s : s * j.lda), c: j.c + 4 * s * j.ldc });
+    } else {
+      jobs.push({ ...j, n: e - s, b: j.b + 4 * (j.transB ? s * j.ldb : s), c: j.c + 4 * s });
+    }
+  }
+  if (jobs.length === 1) rt.sgemm(jobs[0] as SgemmJob, 0);
+  else p.run(jobs);
+}
+
+/** The span [off, end) of a row-major view rows x cols with leading dim ld (transposed storage if trans). */
+function spanEnd(off: number, ld: number, trans: boolean, rows: number, cols: number): number {
+  return trans ? off + (cols - 1) * ld + rows : off + (rows - 1) * ld + cols;
+}
+
+export interface F32GemmArgs {
+  m: number;
+  n: number;
+  k: number;
+  a: Float32Array;
+  aOff: number;
+  lda: number;
+  transA?: boolean;
+  b: Float32Array;
+  bOff: number;
+  ldb: number;
+  transB?: boolean;
+  c: Float32Array;
+  cOff: number;
+  ldc: number;
+  accumulate?: boolean;
+}
+
+/** C (+)= op(A) op(B) on JS arrays: A and B's spans are copied into the arena, C's band back out. */
+export function wasmGemm(rt: WasmRuntime, g: F32GemmArgs, policy: ThreadPolicy): void {
+  const { m, n, k } = g;
+  const ta = !!g.transA;
+  const tb = !!g.transB;
+  const threads = threadsFor(m, n, k, policy);
+  rt.reset(threads);
+  const aEnd = k > 0 ? spanEnd(g.aOff, g.lda, ta, m, k) : g.aOff;
+  const bEnd = k > 0 ? spanEnd(g.bOff, g.ldb, tb, k, n) : g.bOff;
+  const aPtr = rt.alloc(4 * (aEnd - g.aOff));
+  const bPtr = rt.alloc(4 * (bEnd - g.bOff));
+  const cPtr = rt.alloc(4 * m * n);
+  rt.f32(aPtr, aEnd - g.aOff).set(g.a.subarray(g.aOff, aEnd));
+  rt.f32(bPtr, bEnd - g.bOff).set(g.b.subarray(g.bOff, bEnd));
+  const cv = rt.f32(cPtr, m * n);
+  const compact = g.ldc === n;
+  if (g.accumulate) {
+    if (compact) cv.set(g.c.subarray(g.cOff, g.cOff + m * n));
+    else for (let i = 0; i < m; i++) cv.set(g.c.subarray(g.cOff + i * g.ldc, g.cOff + i * g.ldc + n), i * n);
+  }
+  const job: SgemmJob = {
+    m,
+    n,
+    k,
+    a: aPtr,
+    lda: g.lda,
+    transA: ta,
+    b: bPtr,
+    ldb: g.ldb,
+    transB: tb,
+    c: cPtr,
+    ldc: n,
+    accumulate: !!g.accumulate,
+  };
+  sgemmOnThreads(rt, job, threads);
+  const res = rt.f32(cPtr, m * n);
+  if (compact) g.c.set(res, g.cOff);
+  else for (let i = 0; i < m; i++) g.c.set(res.subarray(i * n, (i + 1) * n), g.cOff + i * g.ldc);
+}
