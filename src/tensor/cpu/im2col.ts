@@ -1,0 +1,84 @@
+// im2col / col2im and the convolution geometry shared by the cpu conv kernels (JS in conv.ts, wasm in wasm/conv.ts).
+
+import type { TypedArray } from '../backend.js';
+import type { ConvGeom } from '../prims/conv.js';
+import type { Shape } from '../shape.js';
+
+export interface Dims {
+  n: number;
+  c: number;
+  h: number;
+  w: number; // input
+  o: number;
+  kh: number;
+  kw: number; // weight
+  oh: number;
+  ow: number; // output
+  cg: number;
+  og: number; // channels per group
+  g: ConvGeom;
+}
+
+export function dims(x: Shape, w: Shape, y: Shape, g: ConvGeom): Dims {
+  const [n, c, h, wd] = x as [number, number, number, number];
+  const [o, , kh, kw] = w as [number, number, number, number];
+  const [, , oh, ow] = y as [number, number, number, number];
+  return { n, c, h, w: wd, o, kh, kw, oh, ow, cg: c / g.groups, og: o / g.groups, g };
+}
+
+/**
+ * col[colOff + ((ci*kh + i)*kw + j) * ld + oy*ow + ox] = x[ci, oy*s - p + i*d, ox*s - p + j*d] (0 outside) for one
+ * image/group; ld (default oh*ow) lets several images sit side by side in one matrix.
+ */
+export function im2col(x: TypedArray, xOff: number, d: Dims, col: TypedArray, colOff = 0, ld = d.oh * d.ow): void {
+  const { h, w, kh, kw, oh, ow, cg, g } = d;
+  const [sh, sw] = g.stride;
+  const [ph, pw] = g.padding;
+  const [dh, dw] = g.dilation;
+  let r = 0;
+  for (let ci = 0; ci < cg; ci++) {
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++, r++) {
+        const row = colOff + r * ld;
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + i * dh;
+          const dst = row + oy * ow;
+          if (iy < 0 || iy >= h) {
+            col.fill(0, dst, dst + ow);
+            continue;
+          }
+          const src = xOff + (ci * h + iy) * w;
+          for (let ox = 0; ox < ow; ox++) {
+            const ix = ox * sw - pw + j * dw;
+            col[dst + ox] = ix >= 0 && ix < w ? (x[src + ix] as number) : 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+/** The adjoint of im2col: add each column entry back into the image position it came from. */
+export function col2im(col: TypedArray, d: Dims, x: TypedArray, xOff: number, colOff = 0, ld = d.oh * d.ow): void {
+  const { h, w, kh, kw, oh, ow, cg, g } = d;
+  const [sh, sw] = g.stride;
+  const [ph, pw] = g.padding;
+  const [dh, dw] = g.dilation;
+  let r = 0;
+  for (let ci = 0; ci < cg; ci++) {
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++, r++) {
+        const row = colOff + r * ld;
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + i * dh;
+          if (iy < 0 || iy >= h) continue;
+          const dst = xOff + (ci * h + iy) * w;
+          for (let ox = 0; ox < ow; ox++) {
+            const ix = ox * sw - pw + j * dw;
+            if (ix >= 0 && ix < w) x[dst + ix] += col[row + oy * ow + ox] as number;
+          }
+        }
+      }
+    }
+  }
+}
