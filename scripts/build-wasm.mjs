@@ -13,7 +13,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const source = join(root, 'src/tensor/cpu/wasm/assembly/gemm.ts');
+const assembly = join(root, 'src/tensor/cpu/wasm/assembly');
+const sources = ['gemm.ts', 'im2col.ts', 'elementwise.ts'].map((f) => join(assembly, f));
 const out = join(root, 'src/tensor/cpu/wasm/kernels.generated.ts');
 /** Pages of 64 KiB: the largest a wasm32 memory can address (4 GiB). Shared memories must declare a maximum. */
 export const MAX_PAGES = 65536;
@@ -43,7 +44,7 @@ export function buildWasm({ quiet = false } = {}) {
     ];
     for (const [name, flags] of Object.entries(variants)) {
       const file = join(dir, `${name}.wasm`);
-      execFileSync(process.execPath, [asc, source, ...flags, '-o', file], { stdio: 'inherit' });
+      execFileSync(process.execPath, [asc, ...sources, ...flags, '-o', file], { stdio: 'inherit' });
       const bytes = readFileSync(file);
       lines.push(`export const ${name}Wasm = '${bytes.toString('base64')}';`);
     }
@@ -58,7 +59,8 @@ export function buildWasm({ quiet = false } = {}) {
 export function buildWasmIfStale(opts) {
   let stale = true;
   try {
-    stale = statSync(out).mtimeMs < statSync(source).mtimeMs;
+    const built = statSync(out).mtimeMs;
+    stale = sources.some((f) => statSync(f).mtimeMs > built);
   } catch {}
   if (stale) buildWasm(opts);
 }

@@ -9,6 +9,8 @@ export type TypedArray = Float32Array | Float64Array;
 /** Device memory holding one tensor's elements (row-major), shared by views, reference counted. */
 export class Storage {
   refs = 1;
+  /** Set when the handle was handed to user code (Tensor.dataSync): the cpu backend then never reuses its memory. */
+  exposed = false;
   constructor(
     readonly backend: Backend,
     /** The backend's own handle: a TypedArray on cpu, a pooled GPUBuffer on webgpu. */

@@ -92,6 +92,7 @@ export class Tensor {
     if (!(h instanceof Float32Array || h instanceof Float64Array)) {
       throw new Error(`dataSync: tensor lives on '${this.backend.name}'; use 'await t.data()' instead`);
     }
+    this.storage.exposed = true; // the caller may keep this array: never recycle it
     return h.length === this.size ? h : h.subarray(0, this.size);
   }
 

@@ -2,8 +2,11 @@
 
 import type { TypedArray } from '../backend.js';
 import type { BinaryOp, UnaryAttrs } from '../prims/elementwise.js';
-import { shapesEqual } from '../shape.js';
+import { broadcastStrides, stridesOf } from '../shape.js';
 import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
+import { forEachRow } from './strided.js';
+import { WASM_UNARY } from './wasm/runtime.js';
+import { activeWasm } from './wasm/select.js';
 
 /** 2/sqrt(pi) e^{-z^2} sum 2^n z^{2n+1} / (2n+1)!!: erf(z) for z >= 0, all terms positive (no cancellation). */
 function erfSeries(z: number): number {
@@ -102,24 +105,133 @@ export const BINARY_FNS: Record<BinaryOp, (a: number, b: number) => number> = {
   ge: (a, b) => +(a >= b),
 };
 
+type Arr = TypedArray;
+/** One row of a binary op: out[oo + i] = a[ao + i*sa] op b[bo + i*sb], i < n. */
+type BinaryRow = (
+  a: Arr,
+  ao: number,
+  sa: number,
+  b: Arr,
+  bo: number,
+  sb: number,
+  o: Arr,
+  oo: number,
+  n: number,
+) => void;
+
+// The four arithmetic ops as their own loops (one function literal each, so V8 inlines the operator and specialises
+// each loop); the rest go through BINARY_FNS. Each loop picks the contiguous / scalar-operand case outside the loop.
+// biome-ignore format: four loops of the same shape read best aligned
+const BINARY_ROWS: Partial<Record<BinaryOp, BinaryRow>> = {
+  add: (a, ao, sa, b, bo, sb, o, oo, n) => {
+    if (sa === 1 && sb === 1) for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i] as number) + (b[bo + i] as number);
+    else if (sb === 0) { const v = b[bo] as number; for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) + v; }
+    else if (sa === 0) { const v = a[ao] as number; for (let i = 0; i < n; i++) o[oo + i] = v + (b[bo + i * sb] as number); }
+    else for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) + (b[bo + i * sb] as number);
+  },
+  sub: (a, ao, sa, b, bo, sb, o, oo, n) => {
+    if (sa === 1 && sb === 1) for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i] as number) - (b[bo + i] as number);
+    else if (sb === 0) { const v = b[bo] as number; for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) - v; }
+    else if (sa === 0) { const v = a[ao] as number; for (let i = 0; i < n; i++) o[oo + i] = v - (b[bo + i * sb] as number); }
+    else for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) - (b[bo + i * sb] as number);
+  },
+  mul: (a, ao, sa, b, bo, sb, o, oo, n) => {
+    if (sa === 1 && sb === 1) for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i] as number) * (b[bo + i] as number);
+    else if (sb === 0) { const v = b[bo] as number; for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) * v; }
+    else if (sa === 0) { const v = a[ao] as number; for (let i = 0; i < n; i++) o[oo + i] = v * (b[bo + i * sb] as number); }
+    else for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) * (b[bo + i * sb] as number);
+  },
+  div: (a, ao, sa, b, bo, sb, o, oo, n) => {
+    if (sa === 1 && sb === 1) for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i] as number) / (b[bo + i] as number);
+    else if (sb === 0) { const v = b[bo] as number; for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) / v; }
+    else if (sa === 0) { const v = a[ao] as number; for (let i = 0; i < n; i++) o[oo + i] = v / (b[bo + i * sb] as number); }
+    else for (let i = 0; i < n; i++) o[oo + i] = (a[ao + i * sa] as number) / (b[bo + i * sb] as number);
+  },
+};
+
+/** Hot unary maps as their own loops (see BINARY_ROWS); the rest call UNARY_FNS per element. */
+const UNARY_LOOPS: Partial<Record<string, (x: Arr, o: Arr, a: UnaryAttrs) => void>> = {
+  neg: (x, o) => {
+    for (let i = 0; i < o.length; i++) o[i] = -(x[i] as number);
+  },
+  square: (x, o) => {
+    for (let i = 0; i < o.length; i++) o[i] = (x[i] as number) * (x[i] as number);
+  },
+  exp: (x, o) => {
+    for (let i = 0; i < o.length; i++) o[i] = Math.exp(x[i] as number);
+  },
+  sqrt: (x, o) => {
+    for (let i = 0; i < o.length; i++) o[i] = Math.sqrt(x[i] as number);
+  },
+  rsqrt: (x, o) => {
+    for (let i = 0; i < o.length; i++) o[i] = 1 / Math.sqrt(x[i] as number);
+  },
+  relu: (x, o) => {
+    for (let i = 0; i < o.length; i++) {
+      const v = x[i] as number;
+      o[i] = v > 0 || Number.isNaN(v) ? v : 0;
+    }
+  },
+  sigmoid: (x, o) => {
+    for (let i = 0; i < o.length; i++) {
+      const v = x[i] as number;
+      o[i] = v >= 0 ? 1 / (1 + Math.exp(-v)) : Math.exp(v) / (1 + Math.exp(v));
+    }
+  },
+  silu: (x, o) => {
+    for (let i = 0; i < o.length; i++) {
+      const v = x[i] as number;
+      o[i] = v * (v >= 0 ? 1 / (1 + Math.exp(-v)) : Math.exp(v) / (1 + Math.exp(v))); // = x * sigmoid(x), same rounding
+    }
+  },
+  affine: (x, o, a) => {
+    const scale = a.scale as number;
+    const shift = a.shift as number;
+    for (let i = 0; i < o.length; i++) o[i] = scale * (x[i] as number) + shift;
+  },
+};
+
+/** Below this many elements the copy into wasm memory costs more than it saves. */
+const WASM_UNARY_MIN = 256;
+
 const unary: CpuKernel = (ins, attrs: UnaryAttrs, out) => {
+  const x = (ins[0] as CpuArg).data;
+  if (
+    out instanceof Float32Array &&
+    x instanceof Float32Array &&
+    out.length >= WASM_UNARY_MIN &&
+    attrs.op in WASM_UNARY
+  ) {
+    const rt = activeWasm();
+    if (rt) return rt.unaryF32(attrs.op as keyof typeof WASM_UNARY, x, out);
+  }
+  const loop = UNARY_LOOPS[attrs.op];
+  if (loop) return loop(x, out, attrs);
   const f = UNARY_FNS[attrs.op];
   if (!f) throw new Error(`cpu: unknown unary op '${attrs.op}'`);
-  const x = (ins[0] as CpuArg).data;
   for (let i = 0; i < out.length; i++) out[i] = f(x[i] as number, attrs);
 };
 
 const binary: CpuKernel = (ins, attrs: { op: BinaryOp }, out, outShape) => {
-  const f = BINARY_FNS[attrs.op];
   const [a, b] = ins as [CpuArg, CpuArg];
   const ad = a.data;
   const bd = b.data;
-  if (shapesEqual(a.shape, outShape) && shapesEqual(b.shape, outShape)) {
-    for (let i = 0; i < out.length; i++) out[i] = f(ad[i] as number, bd[i] as number);
+  const strides = [stridesOf(outShape), broadcastStrides(a.shape, outShape), broadcastStrides(b.shape, outShape)];
+  const fast = BINARY_ROWS[attrs.op];
+  if (fast) {
+    forEachRow(outShape, strides, (o, n, s) =>
+      fast(ad, o[1] as number, s[1] as number, bd, o[2] as number, s[2] as number, out, o[0] as number, n),
+    );
     return;
   }
-  forEachBroadcast(outShape, [a.shape, b.shape], (i, o) => {
-    out[i] = f(ad[o[0] as number] as number, bd[o[1] as number] as number);
+  const f = BINARY_FNS[attrs.op];
+  forEachRow(outShape, strides, (o, n, s) => {
+    const oo = o[0] as number;
+    const ao = o[1] as number;
+    const bo = o[2] as number;
+    const sa = s[1] as number;
+    const sb = s[2] as number;
+    for (let i = 0; i < n; i++) out[oo + i] = f(ad[ao + i * sa] as number, bd[bo + i * sb] as number);
   });
 };
 

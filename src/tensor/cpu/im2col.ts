@@ -26,6 +26,13 @@ export function dims(x: Shape, w: Shape, y: Shape, g: ConvGeom): Dims {
   return { n, c, h, w: wd, o, kh, kw, oh, ow, cg: c / g.groups, og: o / g.groups, g };
 }
 
+/** The output columns [ox0, ox1) whose input column ox*s + shift lies in [0, w), clipped to [0, ow). */
+function validRange(ow: number, s: number, shift: number, w: number): [number, number] {
+  const ox0 = Math.min(ow, Math.max(0, Math.ceil(-shift / s)));
+  const ox1 = Math.max(ox0, Math.min(ow, Math.ceil((w - shift) / s)));
+  return [ox0, ox1];
+}
+
 /**
  * col[colOff + ((ci*kh + i)*kw + j) * ld + oy*ow + ox] = x[ci, oy*s - p + i*d, ox*s - p + j*d] (0 outside) for one
  * image/group; ld (default oh*ow) lets several images sit side by side in one matrix.
@@ -40,6 +47,8 @@ export function im2col(x: TypedArray, xOff: number, d: Dims, col: TypedArray, co
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++, r++) {
         const row = colOff + r * ld;
+        const [ox0, ox1] = validRange(ow, sw, j * dw - pw, w);
+        const shift = j * dw - pw;
         for (let oy = 0; oy < oh; oy++) {
           const iy = oy * sh - ph + i * dh;
           const dst = row + oy * ow;
@@ -47,11 +56,11 @@ export function im2col(x: TypedArray, xOff: number, d: Dims, col: TypedArray, co
             col.fill(0, dst, dst + ow);
             continue;
           }
-          const src = xOff + (ci * h + iy) * w;
-          for (let ox = 0; ox < ow; ox++) {
-            const ix = ox * sw - pw + j * dw;
-            col[dst + ox] = ix >= 0 && ix < w ? (x[src + ix] as number) : 0;
-          }
+          const src = xOff + (ci * h + iy) * w + shift;
+          if (ox0 > 0) col.fill(0, dst, dst + ox0);
+          if (sw === 1) for (let ox = ox0; ox < ox1; ox++) col[dst + ox] = x[src + ox] as number;
+          else for (let ox = ox0; ox < ox1; ox++) col[dst + ox] = x[src + ox * sw] as number;
+          if (ox1 < ow) col.fill(0, dst + ox1, dst + ow);
         }
       }
     }
@@ -69,14 +78,15 @@ export function col2im(col: TypedArray, d: Dims, x: TypedArray, xOff: number, co
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++, r++) {
         const row = colOff + r * ld;
+        const [ox0, ox1] = validRange(ow, sw, j * dw - pw, w);
+        const shift = j * dw - pw;
         for (let oy = 0; oy < oh; oy++) {
           const iy = oy * sh - ph + i * dh;
           if (iy < 0 || iy >= h) continue;
-          const dst = xOff + (ci * h + iy) * w;
-          for (let ox = 0; ox < ow; ox++) {
-            const ix = ox * sw - pw + j * dw;
-            if (ix >= 0 && ix < w) x[dst + ix] += col[row + oy * ow + ox] as number;
-          }
+          const dst = xOff + (ci * h + iy) * w + shift;
+          const src = row + oy * ow;
+          if (sw === 1) for (let ox = ox0; ox < ox1; ox++) x[dst + ox] += col[src + ox] as number;
+          else for (let ox = ox0; ox < ox1; ox++) x[dst + ox * sw] += col[src + ox] as number;
         }
       }
     }

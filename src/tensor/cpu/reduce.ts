@@ -2,27 +2,43 @@
 // carry one rounding, not K of them.
 
 import type { ArgAttrs, ReduceAttrs } from '../prims/reduce.js';
-import { reducedShape, sizeOf } from '../shape.js';
-import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
+import { broadcastStrides, reducedShape, sizeOf, stridesOf } from '../shape.js';
+import type { CpuArg, CpuKernel } from './kernel.js';
+import { forEachRow } from './strided.js';
 
 const reduce: CpuKernel = (ins, attrs: ReduceAttrs, out) => {
   const x = ins[0] as CpuArg;
+  const xd = x.data;
   const keep = reducedShape(x.shape, attrs.axes, true);
   const acc = new Float64Array(out.length);
+  // rows of x (coalesced), each added into acc at stride 0 (a reduced inner axis) or elementwise
+  const strides = [stridesOf(x.shape), broadcastStrides(keep, x.shape)];
   if (attrs.op === 'sum') {
-    forEachBroadcast(x.shape, [keep], (i, o) => {
-      acc[o[0] as number] += x.data[i] as number;
+    forEachRow(x.shape, strides, (o, n, s) => {
+      const xo = o[0] as number;
+      const ao = o[1] as number;
+      const sx = s[0] as number;
+      const sa = s[1] as number;
+      if (sa === 0) {
+        let t = 0;
+        for (let i = 0; i < n; i++) t += xd[xo + i * sx] as number;
+        acc[ao] += t;
+      } else {
+        for (let i = 0; i < n; i++) acc[ao + i * sa] += xd[xo + i * sx] as number;
+      }
     });
   } else {
     const isMax = attrs.op === 'max';
     acc.fill(isMax ? -Infinity : Infinity);
-    forEachBroadcast(x.shape, [keep], (i, o) => {
-      const v = x.data[i] as number;
-      const j = o[0] as number;
-      const a = acc[j] as number;
-      // NaN propagates, as in PyTorch
-      if (Number.isNaN(v) || (isMax ? v > a : v < a)) acc[j] = v;
-      else if (Number.isNaN(a)) acc[j] = a;
+    forEachRow(x.shape, strides, (o, n, s) => {
+      for (let i = 0; i < n; i++) {
+        const v = xd[(o[0] as number) + i * (s[0] as number)] as number;
+        const j = (o[1] as number) + i * (s[1] as number);
+        const a = acc[j] as number;
+        // NaN propagates, as in PyTorch
+        if (Number.isNaN(v) || (isMax ? v > a : v < a)) acc[j] = v;
+        else if (Number.isNaN(a)) acc[j] = a;
+      }
     });
   }
   out.set(acc);

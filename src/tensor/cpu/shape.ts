@@ -3,20 +3,25 @@
 import type { StridedAttrs } from '../prims/shape.js';
 import { broadcastStrides, fmt, sizeOf, stridesOf } from '../shape.js';
 import { type CpuArg, type CpuKernel, forEachStrided } from './kernel.js';
+import { stridedCopy } from './strided.js';
 
 const permute: CpuKernel = (ins, attrs: { perm: readonly number[] }, out, outShape) => {
   const x = ins[0] as CpuArg;
   const st = stridesOf(x.shape);
-  forEachStrided(outShape, [0], [attrs.perm.map((p) => st[p] as number)], (i, o) => {
-    out[i] = x.data[o[0] as number] as number;
-  });
+  stridedCopy(
+    outShape,
+    out,
+    0,
+    stridesOf(outShape),
+    x.data,
+    0,
+    attrs.perm.map((p) => st[p] as number),
+  );
 };
 
 const expand: CpuKernel = (ins, _attrs, out, outShape) => {
   const x = ins[0] as CpuArg;
-  forEachStrided(outShape, [0], [broadcastStrides(x.shape, outShape)], (i, o) => {
-    out[i] = x.data[o[0] as number] as number;
-  });
+  stridedCopy(outShape, out, 0, stridesOf(outShape), x.data, 0, broadcastStrides(x.shape, outShape));
 };
 
 /** Offset of element 0 and per-axis strides of the strided sub-grid begin + i*step. */
@@ -32,17 +37,13 @@ function stridedView(full: readonly number[], a: StridedAttrs): [number, number[
 const slice: CpuKernel = (ins, attrs: StridedAttrs, out, outShape) => {
   const x = ins[0] as CpuArg;
   const [base, strides] = stridedView(x.shape, attrs);
-  forEachStrided(outShape, [base], [strides], (i, o) => {
-    out[i] = x.data[o[0] as number] as number;
-  });
+  stridedCopy(outShape, out, 0, stridesOf(outShape), x.data, base, strides);
 };
 
 const embed: CpuKernel = (ins, attrs: StridedAttrs, out, outShape) => {
   const x = ins[0] as CpuArg;
   const [base, strides] = stridedView(outShape, attrs);
-  forEachStrided(x.shape, [base], [strides], (i, o) => {
-    out[o[0] as number] = x.data[i] as number;
-  });
+  stridedCopy(x.shape, out, base, strides, x.data, 0, stridesOf(x.shape));
 };
 
 const concat: CpuKernel = (ins, attrs: { axis: number }, out, outShape) => {

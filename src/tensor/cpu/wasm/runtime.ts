@@ -33,7 +33,17 @@ export interface WasmExports {
     work: number,
   ): void;
   gemmWorkspaceBytes(): number;
+  /** im2col(x, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col, ld): see assembly/im2col.ts. */
+  im2col(...args: number[]): void;
+  /** col2im(col, ld, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x). */
+  col2im(...args: number[]): void;
+  expF32(x: number, out: number, n: number): void;
+  sigmoidF32(x: number, out: number, n: number): void;
+  siluF32(x: number, out: number, n: number): void;
 }
+
+/** The unary maps with a wasm SIMD kernel (assembly/elementwise.ts). */
+export const WASM_UNARY = { exp: 'expF32', sigmoid: 'sigmoidF32', silu: 'siluF32' } as const;
 
 /** A float32 gemm on arena pointers: C (+)= op(A) op(B); the fields of GemmArgs with byte addresses for arrays. */
 export interface SgemmJob {
@@ -118,6 +128,18 @@ export class WasmRuntime {
   /** A Float32Array over [ptr, ptr + 4*length) of the current memory (take it after the call's last alloc). */
   f32(ptr: number, length: number): Float32Array {
     return new Float32Array(this.memory.buffer, ptr, length);
+  }
+
+  /** out = op(x) elementwise through the SIMD kernel (x copied in, the result copied out). */
+  unaryF32(op: keyof typeof WASM_UNARY, x: Float32Array, out: Float32Array): void {
+    const n = out.length;
+    this.reset(1);
+    // whole vectors: the kernels read and write n rounded up to 4 (alloc rounds to 64 bytes)
+    const xp = this.alloc(4 * n);
+    const op_ = this.alloc(4 * n);
+    this.f32(xp, n).set(x.subarray(0, n));
+    this.exports[WASM_UNARY[op]](xp, op_, n);
+    out.set(this.f32(op_, n));
   }
 
   /** sgemm on one thread, with workspace `t`. */

@@ -1,0 +1,112 @@
+// im2col / col2im for the wasm convolutions (AssemblyScript; see gemm.ts for the conventions). Same definition as
+// the JS reference (src/tensor/cpu/im2col.ts): for one image of `c` channels at x,
+//   col[(ci*kh + i)*kw + j, oy*ow + ox] (row stride ld) = x[ci, oy*sh - ph + i*dh, ox*sw - pw + j*dw], 0 outside.
+// Rows of a stride-1 convolution are copied with memory.copy and padded with memory.fill; col2im adds with f32x4.
+
+export function im2col(
+  x: usize,
+  c: i32,
+  h: i32,
+  w: i32,
+  kh: i32,
+  kw: i32,
+  sh: i32,
+  sw: i32,
+  ph: i32,
+  pw: i32,
+  dh: i32,
+  dw: i32,
+  oh: i32,
+  ow: i32,
+  col: usize,
+  ld: i32,
+): void {
+  let r = 0;
+  for (let ci = 0; ci < c; ci++) {
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++, r++) {
+        const shift = j * dw - pw;
+        // output columns whose input column ox*sw + shift lies in [0, w)
+        let ox0 = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
+        if (ox0 > ow) ox0 = ow;
+        let ox1 = w - shift <= 0 ? 0 : (w - shift + sw - 1) / sw;
+        if (ox1 > ow) ox1 = ow;
+        if (ox1 < ox0) ox1 = ox0;
+        const row = col + ((<usize>r * ld) << 2);
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + i * dh;
+          const dst = row + ((<usize>oy * ow) << 2);
+          if (iy < 0 || iy >= h) {
+            memory.fill(dst, 0, <usize>ow << 2);
+            continue;
+          }
+          const src = x + ((<usize>(ci * h + iy) * w) << 2) + (<isize>shift << 2);
+          if (ox0 > 0) memory.fill(dst, 0, <usize>ox0 << 2);
+          if (sw == 1) {
+            memory.copy(dst + (<usize>ox0 << 2), src + (<usize>ox0 << 2), <usize>(ox1 - ox0) << 2);
+          } else {
+            for (let ox = ox0; ox < ox1; ox++) store<f32>(dst + (<usize>ox << 2), load<f32>(src + (<usize>(ox * sw) << 2)));
+          }
+          if (ox1 < ow) memory.fill(dst + (<usize>ox1 << 2), 0, <usize>(ow - ox1) << 2);
+        }
+      }
+    }
+  }
+}
+
+/** The adjoint of im2col: x[ci, iy, ix] += every col entry that was read from it. */
+export function col2im(
+  col: usize,
+  ld: i32,
+  c: i32,
+  h: i32,
+  w: i32,
+  kh: i32,
+  kw: i32,
+  sh: i32,
+  sw: i32,
+  ph: i32,
+  pw: i32,
+  dh: i32,
+  dw: i32,
+  oh: i32,
+  ow: i32,
+  x: usize,
+): void {
+  let r = 0;
+  for (let ci = 0; ci < c; ci++) {
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++, r++) {
+        const shift = j * dw - pw;
+        let ox0 = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
+        if (ox0 > ow) ox0 = ow;
+        let ox1 = w - shift <= 0 ? 0 : (w - shift + sw - 1) / sw;
+        if (ox1 > ow) ox1 = ow;
+        if (ox1 < ox0) ox1 = ox0;
+        const row = col + ((<usize>r * ld) << 2);
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + i * dh;
+          if (iy < 0 || iy >= h) continue;
+          const dst = x + ((<usize>(ci * h + iy) * w) << 2) + (<isize>shift << 2);
+          const src = row + ((<usize>oy * ow) << 2);
+          if (sw == 1) {
+            let ox = ox0;
+            for (; ox + 4 <= ox1; ox += 4) {
+              const o = <usize>ox << 2;
+              v128.store(dst + o, f32x4.add(v128.load(dst + o), v128.load(src + o)));
+            }
+            for (; ox < ox1; ox++) {
+              const o = <usize>ox << 2;
+              store<f32>(dst + o, load<f32>(dst + o) + load<f32>(src + o));
+            }
+          } else {
+            for (let ox = ox0; ox < ox1; ox++) {
+              const d = dst + (<usize>(ox * sw) << 2);
+              store<f32>(d, load<f32>(d) + load<f32>(src + (<usize>ox << 2)));
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,176 @@
+// The wasm kernels besides gemm (src/tensor/cpu/wasm/): exp / sigmoid / silu against float64 Math, their special
+// values, the convolutions (im2col and col2im in wasm, several images per gemm) against the JS reference kernels on
+// random geometries, and the cpu backend's array pool (recycled outputs are zeroed where a kernel accumulates; arrays
+// handed out by dataSync are never recycled).
+
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import * as T from '../src/index.js';
+import type { CpuBackend } from '../src/tensor/cpu/backend.js';
+import { configureGemm } from '../src/tensor/cpu/gemm.js';
+import { type CpuKernelKind, setCpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
+
+let prevKind: CpuKernelKind;
+beforeAll(() => {
+  prevKind = setCpuKernelKind('wasm');
+});
+afterAll(() => {
+  setCpuKernelKind(prevKind);
+});
+
+const withKind = <R>(k: CpuKernelKind, fn: () => R): R => {
+  const prev = setCpuKernelKind(k);
+  try {
+    return fn();
+  } finally {
+    setCpuKernelKind(prev);
+  }
+};
+
+const OPS = { exp: T.exp, sigmoid: T.sigmoid, silu: T.silu };
+const REF: Record<'exp' | 'sigmoid' | 'silu', (x: number) => number> = {
+  exp: Math.exp,
+  sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  silu: (x) => x / (1 + Math.exp(-x)),
+};
+
+describe('wasm exp / sigmoid / silu', () => {
+  // 1027 elements: above the wasm threshold (256) and not a multiple of 4 (the vector tail)
+  const xs = Float32Array.from({ length: 1027 }, (_, i) => Math.fround(-95 + (190 * i) / 1026 + Math.sin(i) * 0.01));
+
+  test.each(['exp', 'sigmoid', 'silu'] as const)(
+    '%s is within 4 ulp of float64 Math (denormal results aside)',
+    (op) => {
+      const got = OPS[op](T.fromArray(xs, [xs.length])).dataSync();
+      for (let i = 0; i < xs.length; i++) {
+        const x = xs[i] as number;
+        const ref = REF[op](x);
+        // exp's documented range is [-87.3, 88.7] (below, where the result is a float32 denormal, it returns 0; above,
+        // inf); the 2^-126 absolute term covers results in the denormal range of the other two
+        if (op === 'exp' && (x < -87.33 || x > 88.72)) {
+          expect(got[i]).toBe(x < 0 ? 0 : Infinity);
+          continue;
+        }
+        const tol = 4 * 2 ** -24 * Math.abs(ref) + 2 ** -126 * Math.max(1, Math.abs(x));
+        if (!(Math.abs((got[i] as number) - ref) <= tol)) throw new Error(`${op}(${x}) = ${got[i]}, float64 ${ref}`);
+      }
+    },
+  );
+
+  test('special values follow PyTorch (NaN propagates, silu(-inf) = NaN)', () => {
+    const specials = [Number.NaN, Infinity, -Infinity, 0, -0];
+    const x = new Float32Array(300).fill(1);
+    specials.forEach((v, i) => {
+      x[i] = v;
+    });
+    const run = (op: 'exp' | 'sigmoid' | 'silu') => [
+      ...OPS[op](T.fromArray(x, [300]))
+        .dataSync()
+        .slice(0, 5),
+    ];
+    expect(run('exp')).toEqual([Number.NaN, Infinity, 0, 1, 1]);
+    expect(run('sigmoid')).toEqual([Number.NaN, 1, 0, 0.5, 0.5]);
+    expect(run('silu')).toEqual([Number.NaN, Infinity, Number.NaN, 0, -0]);
+  });
+});
+
+describe('wasm convolutions agree with the JS kernels', () => {
+  const geomArb = fc.record({
+    n: fc.integer({ min: 1, max: 5 }),
+    groups: fc.constantFrom(1, 2),
+    cg: fc.integer({ min: 1, max: 5 }),
+    og: fc.integer({ min: 1, max: 9 }),
+    h: fc.integer({ min: 1, max: 12 }),
+    w: fc.integer({ min: 1, max: 12 }),
+    k: fc.constantFrom(1, 2, 3),
+    stride: fc.constantFrom(1, 2),
+    padding: fc.integer({ min: 0, max: 2 }),
+    dilation: fc.constantFrom(1, 2),
+    seed: fc.integer({ min: 0, max: 1e6 }),
+    threads: fc.constantFrom(1, 2),
+  });
+
+  const maxAbs = (a: Float32Array | Float64Array) => {
+    let m = 0;
+    for (const v of a) m = Math.max(m, Math.abs(v));
+    return m;
+  };
+
+  test('conv2d and both input / weight gradients, random geometry, 1 and 2 threads', () => {
+    fc.assert(
+      fc.property(geomArb, (g) => {
+        const span = (g.k - 1) * g.dilation + 1;
+        fc.pre(g.h + 2 * g.padding >= span && g.w + 2 * g.padding >= span);
+        const x = T.randomNormal([g.n, g.groups * g.cg, g.h, g.w], { seed: g.seed });
+        const wt = T.randomNormal([g.groups * g.og, g.cg, g.k, g.k], { seed: g.seed + 1 });
+        const opts = { stride: g.stride, padding: g.padding, dilation: g.dilation, groups: g.groups };
+        const run = () => {
+          const { out, vjpFn, release } = T.vjp((a, b) => T.conv2d(a, b, undefined, opts), x, wt);
+          const ct = T.randomNormal(out.shape, { seed: g.seed + 2 });
+          const [gx, gw] = vjpFn(ct) as [T.Tensor, T.Tensor];
+          const r = [out.dataSync().slice(), gx.dataSync().slice(), gw.dataSync().slice()];
+          release();
+          return r;
+        };
+        const prev = configureGemm({ threads: g.threads, minThreadedMacs: 0, minThreadedDim: 0 });
+        try {
+          const viaWasm = withKind('wasm', run);
+          const viaJs = withKind('js', run);
+          viaWasm.forEach((a, i) => {
+            const b = viaJs[i] as Float32Array;
+            // float32 sums of at most 5*9*... terms: relative to the largest entry, far inside 1e-5
+            const tol = 1e-5 * Math.max(1, maxAbs(b));
+            for (let j = 0; j < b.length; j++)
+              expect(Math.abs((a[j] as number) - (b[j] as number))).toBeLessThanOrEqual(tol);
+          });
+        } finally {
+          configureGemm(prev);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe('cpu array pool', () => {
+  const cpu = () => T.getBackend('cpu') as unknown as CpuBackend;
+
+  test('a recycled array is zeroed for a kernel that accumulates (conv2dInput)', () => {
+    // leave a dirty array of the gradient's size in the pool, then compute conv2dInput into that size
+    // several, since creating the zero input below takes one of them too
+    const dirty = [0, 1, 2, 3].map(() => T.full([2, 8, 16, 16], 7));
+    for (const d of dirty) d.dispose();
+    const gy = T.randomNormal([2, 4, 16, 16], { seed: 3 });
+    const w = T.randomNormal([4, 8, 3, 3], { seed: 4 });
+    const hits = cpu().pool.hits;
+    const a = withKind('js', () => {
+      const { vjpFn, release } = T.vjp((x) => T.conv2d(x, w, undefined, { padding: 1 }), T.zeros([2, 8, 16, 16]));
+      const r = (vjpFn(gy)[0] as T.Tensor).dataSync().slice();
+      release();
+      return r;
+    });
+    const ref = withKind('wasm', () => {
+      const { vjpFn, release } = T.vjp((x) => T.conv2d(x, w, undefined, { padding: 1 }), T.zeros([2, 8, 16, 16]));
+      const r = (vjpFn(gy)[0] as T.Tensor).dataSync().slice();
+      release();
+      return r;
+    });
+    expect(cpu().pool.hits).toBeGreaterThan(hits + 1); // the zero input and the JS gradient both came from the pool
+    for (let i = 0; i < a.length; i++) expect(Math.abs((a[i] as number) - (ref[i] as number))).toBeLessThan(1e-4);
+  });
+
+  test('outputs reuse freed arrays, but never one that dataSync handed out', () => {
+    const before = cpu().pool.hits;
+    const x = T.randomNormal([64, 64], { seed: 5 });
+    const y = T.exp(x);
+    const held = y.dataSync(); // the caller keeps this array
+    const copy = held.slice();
+    y.dispose();
+    const z = T.exp(x);
+    z.dispose();
+    for (let i = 0; i < 10; i++) T.neg(T.exp(x)).dispose();
+    expect(Array.from(held)).toEqual(Array.from(copy));
+    expect(cpu().pool.hits).toBeGreaterThan(before);
+    x.dispose();
+  });
+});
