@@ -2,10 +2,10 @@
 
 import type { TypedArray } from '../backend.js';
 import type { BinaryOp, UnaryAttrs } from '../prims/elementwise.js';
-import { broadcastStrides, stridesOf } from '../shape.js';
+import { broadcastStrides, type Shape, stridesOf } from '../shape.js';
 import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
-import { forEachRow } from './strided.js';
-import { WASM_UNARY } from './wasm/runtime.js';
+import { coalesce, forEachRow } from './strided.js';
+import { WASM_BINARY, WASM_UNARY } from './wasm/runtime.js';
 import { activeWasm } from './wasm/select.js';
 
 /** 2/sqrt(pi) e^{-z^2} sum 2^n z^{2n+1} / (2n+1)!!: erf(z) for z >= 0, all terms positive (no cancellation). */
@@ -203,7 +203,7 @@ const unary: CpuKernel = (ins, attrs: UnaryAttrs, out) => {
     attrs.op in WASM_UNARY
   ) {
     const rt = activeWasm();
-    if (rt) return rt.unaryF32(attrs.op as keyof typeof WASM_UNARY, x, out);
+    if (rt) return rt.unaryF32(attrs.op as keyof typeof WASM_UNARY, x, out, attrs.scale, attrs.shift);
   }
   const loop = UNARY_LOOPS[attrs.op];
   if (loop) return loop(x, out, attrs);
@@ -212,11 +212,59 @@ const unary: CpuKernel = (ins, attrs: UnaryAttrs, out) => {
   for (let i = 0; i < out.length; i++) out[i] = f(x[i] as number, attrs);
 };
 
+/** Shortest coalesced row worth a call into wasm (each call costs tens of ns). */
+const WASM_ROW_MIN = 16;
+
+/** add/sub/mul/div of float32 operands through the SIMD row kernel; false when not applicable (then JS runs it). */
+function wasmBinary(
+  op: BinaryOp,
+  a: Float32Array,
+  b: Float32Array,
+  out: Float32Array,
+  outShape: Shape,
+  strides: number[][],
+): boolean {
+  const code = (WASM_BINARY as Partial<Record<BinaryOp, number>>)[op];
+  if (code === undefined || out.length < WASM_UNARY_MIN) return false;
+  const { dims } = coalesce(outShape, strides);
+  if (dims.length && (dims[dims.length - 1] as number) < WASM_ROW_MIN) return false;
+  const rt = activeWasm();
+  if (!rt) return false;
+  rt.reset(1);
+  const ap = rt.alloc(4 * a.length);
+  const bp = rt.alloc(4 * b.length);
+  const op_ = rt.alloc(4 * out.length);
+  rt.f32(ap, a.length).set(a);
+  rt.f32(bp, b.length).set(b);
+  const row = rt.exports.binaryRowF32;
+  forEachRow(outShape, strides, (o, n, s) =>
+    row(
+      code,
+      ap + 4 * (o[1] as number),
+      s[1] as number,
+      bp + 4 * (o[2] as number),
+      s[2] as number,
+      op_ + 4 * (o[0] as number),
+      n,
+    ),
+  );
+  out.set(rt.f32(op_, out.length));
+  return true;
+}
+
 const binary: CpuKernel = (ins, attrs: { op: BinaryOp }, out, outShape) => {
   const [a, b] = ins as [CpuArg, CpuArg];
   const ad = a.data;
   const bd = b.data;
   const strides = [stridesOf(outShape), broadcastStrides(a.shape, outShape), broadcastStrides(b.shape, outShape)];
+  if (
+    out instanceof Float32Array &&
+    ad instanceof Float32Array &&
+    bd instanceof Float32Array &&
+    wasmBinary(attrs.op, ad, bd, out, outShape, strides)
+  ) {
+    return;
+  }
   const fast = BINARY_ROWS[attrs.op];
   if (fast) {
     forEachRow(outShape, strides, (o, n, s) =>

@@ -40,10 +40,22 @@ export interface WasmExports {
   expF32(x: number, out: number, n: number): void;
   sigmoidF32(x: number, out: number, n: number): void;
   siluF32(x: number, out: number, n: number): void;
+  squareF32(x: number, out: number, n: number): void;
+  affineF32(x: number, out: number, n: number, scale: number, shift: number): void;
+  binaryRowF32(op: number, a: number, sa: number, b: number, sb: number, out: number, n: number): void;
 }
 
-/** The unary maps with a wasm SIMD kernel (assembly/elementwise.ts). */
-export const WASM_UNARY = { exp: 'expF32', sigmoid: 'sigmoidF32', silu: 'siluF32' } as const;
+/** The unary maps with a wasm SIMD kernel (assembly/elementwise.ts); affine takes its scale and shift. */
+export const WASM_UNARY = {
+  exp: 'expF32',
+  sigmoid: 'sigmoidF32',
+  silu: 'siluF32',
+  square: 'squareF32',
+  affine: 'affineF32',
+} as const;
+
+/** Opcodes of binaryRowF32. */
+export const WASM_BINARY = { add: 0, sub: 1, mul: 2, div: 3 } as const;
 
 /** A float32 gemm on arena pointers: C (+)= op(A) op(B); the fields of GemmArgs with byte addresses for arrays. */
 export interface SgemmJob {
@@ -131,14 +143,15 @@ export class WasmRuntime {
   }
 
   /** out = op(x) elementwise through the SIMD kernel (x copied in, the result copied out). */
-  unaryF32(op: keyof typeof WASM_UNARY, x: Float32Array, out: Float32Array): void {
+  unaryF32(op: keyof typeof WASM_UNARY, x: Float32Array, out: Float32Array, scale = 1, shift = 0): void {
     const n = out.length;
     this.reset(1);
     // whole vectors: the kernels read and write n rounded up to 4 (alloc rounds to 64 bytes)
     const xp = this.alloc(4 * n);
     const op_ = this.alloc(4 * n);
     this.f32(xp, n).set(x.subarray(0, n));
-    this.exports[WASM_UNARY[op]](xp, op_, n);
+    if (op === 'affine') this.exports.affineF32(xp, op_, n, scale, shift);
+    else this.exports[WASM_UNARY[op]](xp, op_, n);
     out.set(this.f32(op_, n));
   }
 

@@ -10,14 +10,19 @@
 
 const HI: f32 = 88.72283;
 const LO: f32 = -87.33654;
+const MAGIC: f32 = 12582912; // 1.5 * 2^23
+const MAGIC_BITS: i32 = 0x4b400000; // its bit pattern
 
 // @ts-ignore: decorator
 @inline
 function exp4(x: v128): v128 {
   const hi = f32x4.gt(x, f32x4.splat(HI));
   const lo = f32x4.lt(x, f32x4.splat(LO));
-  const xc = f32x4.min(f32x4.max(x, f32x4.splat(LO)), f32x4.splat(HI));
-  const fx = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.44269504088896341)));
+  // pmax/pmin (one maxps/minps each; the NaN-exact min/max lower to ~8 instructions) with x first, so NaN passes
+  const xc = f32x4.pmin(f32x4.pmax(x, f32x4.splat(LO)), f32x4.splat(HI));
+  // round to nearest by adding 1.5 * 2^23: the integer then sits in the low mantissa bits (no cvt instructions)
+  const t = f32x4.add(f32x4.mul(xc, f32x4.splat(1.44269504088896341)), f32x4.splat(MAGIC));
+  const fx = f32x4.sub(t, f32x4.splat(MAGIC));
   let z = f32x4.sub(xc, f32x4.mul(fx, f32x4.splat(0.693359375)));
   z = f32x4.sub(z, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
   let y = f32x4.splat(1.9875691500e-4);
@@ -27,7 +32,7 @@ function exp4(x: v128): v128 {
   y = f32x4.add(f32x4.mul(y, z), f32x4.splat(1.6666665459e-1));
   y = f32x4.add(f32x4.mul(y, z), f32x4.splat(5.0000001201e-1));
   y = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(y, z), z), z), f32x4.splat(1));
-  const n = i32x4.trunc_sat_f32x4_s(fx);
+  const n = i32x4.sub(t, i32x4.splat(MAGIC_BITS));
   const n1 = i32x4.shr_s(n, 1);
   const n2 = i32x4.sub(n, n1);
   const bias = i32x4.splat(127);
@@ -58,5 +63,68 @@ export function siluF32(x: usize, out: usize, n: i32): void {
   for (let i = 0; i < n; i += 4) {
     const v = v128.load(x + (<usize>i << 2));
     v128.store(out + (<usize>i << 2), f32x4.mul(v, sigmoid4(v)));
+  }
+}
+
+/** out[i] = scale * x[i] + shift (whole vectors, as expF32). */
+export function affineF32(x: usize, out: usize, n: i32, scale: f32, shift: f32): void {
+  const s = f32x4.splat(scale);
+  const b = f32x4.splat(shift);
+  for (let i = 0; i < n; i += 4) {
+    v128.store(out + (<usize>i << 2), f32x4.add(f32x4.mul(s, v128.load(x + (<usize>i << 2))), b));
+  }
+}
+
+export function squareF32(x: usize, out: usize, n: i32): void {
+  for (let i = 0; i < n; i += 4) {
+    const v = v128.load(x + (<usize>i << 2));
+    v128.store(out + (<usize>i << 2), f32x4.mul(v, v));
+  }
+}
+
+// @ts-ignore: decorator
+@inline
+function op4(op: i32, a: v128, b: v128): v128 {
+  if (op == 0) return f32x4.add(a, b);
+  if (op == 1) return f32x4.sub(a, b);
+  if (op == 2) return f32x4.mul(a, b);
+  return f32x4.div(a, b);
+}
+
+// @ts-ignore: decorator
+@inline
+function op1(op: i32, a: f32, b: f32): f32 {
+  if (op == 0) return a + b;
+  if (op == 1) return a - b;
+  if (op == 2) return a * b;
+  return a / b;
+}
+
+/**
+ * One row of a broadcasting binary op: out[i] = a[i*sa] op b[i*sb] for i < n, op 0 add, 1 sub, 2 mul, 3 div;
+ * sa, sb are element strides (0 for a broadcast operand). Contiguous and scalar operands run four lanes at a time.
+ */
+export function binaryRowF32(op: i32, a: usize, sa: i32, b: usize, sb: i32, out: usize, n: i32): void {
+  let i = 0;
+  if (sa == 1 && sb == 1) {
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(out + o, op4(op, v128.load(a + o), v128.load(b + o)));
+    }
+  } else if (sa == 1 && sb == 0) {
+    const bv = v128.load32_splat(b);
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(out + o, op4(op, v128.load(a + o), bv));
+    }
+  } else if (sa == 0 && sb == 1) {
+    const av = v128.load32_splat(a);
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(out + o, op4(op, av, v128.load(b + o)));
+    }
+  }
+  for (; i < n; i++) {
+    store<f32>(out + (<usize>i << 2), op1(op, load<f32>(a + ((<usize>i * sa) << 2)), load<f32>(b + ((<usize>i * sb) << 2))));
   }
 }

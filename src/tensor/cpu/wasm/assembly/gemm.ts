@@ -22,6 +22,27 @@ export function gemmWorkspaceBytes(): i32 {
   return (MC * KC + KC * NC) * 4 + MR * NR * 4; // + the edge tile
 }
 
+/**
+ * Four rows r0..r3 of 4 floats each (at src, src + step, ...) stored as four columns: dst + 16*i*dstep gets
+ * [r0[i], r1[i], r2[i], r3[i]]. The 4x4 transpose of the packing routines, in six shuffles.
+ */
+// @ts-ignore: decorator
+@inline
+function transpose4(src: usize, step: usize, dst: usize, dstep: usize): void {
+  const r0 = v128.load(src);
+  const r1 = v128.load(src + step);
+  const r2 = v128.load(src + 2 * step);
+  const r3 = v128.load(src + 3 * step);
+  const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5);
+  const t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+  const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5);
+  const t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, v128.shuffle<f64>(t0, t2, 0, 2));
+  v128.store(dst + dstep, v128.shuffle<f64>(t0, t2, 1, 3));
+  v128.store(dst + 2 * dstep, v128.shuffle<f64>(t1, t3, 0, 2));
+  v128.store(dst + 3 * dstep, v128.shuffle<f64>(t1, t3, 1, 3));
+}
+
 /** dst[(s*kc + p)*NR + q] = B[p0 + p, j0 + s*NR + q], zero beyond column j0 + nc. */
 function packB(b: usize, ldb: i32, transB: bool, p0: i32, kc: i32, j0: i32, nc: i32, dst: usize): void {
   for (let j = j0; j < j0 + nc; j += NR) {
@@ -34,6 +55,24 @@ function packB(b: usize, ldb: i32, transB: bool, p0: i32, kc: i32, j0: i32, nc: 
         v128.store(dst, v128.load(src));
         v128.store(dst, v128.load(src, 16), 16);
         src += step;
+        dst += 32;
+      }
+      continue;
+    }
+    if (transB && w == NR) {
+      // B^T stored row-major: column j of B is contiguous in p; transpose 4 x 4 blocks of two 4-column groups
+      const step = <usize>ldb << 2;
+      let p = 0;
+      for (; p + 4 <= kc; p += 4) {
+        const src = b + ((<usize>j * ldb + p0 + p) << 2);
+        transpose4(src, step, dst, 32);
+        transpose4(src + 4 * step, step, dst + 16, 32);
+        dst += 128;
+      }
+      for (; p < kc; p++) {
+        for (let q = 0; q < NR; q++) {
+          store<f32>(dst + (<usize>q << 2), load<f32>(b + ((<usize>(j + q) * ldb + p0 + p) << 2)));
+        }
         dst += 32;
       }
       continue;
@@ -70,7 +109,13 @@ function packA(a: usize, lda: i32, transA: bool, i0: i32, mc: i32, p0: i32, kc: 
     if (!transA && h == MR) {
       const step = <usize>lda << 2;
       let r0 = a + ((<usize>i * lda + p0) << 2);
-      for (let p = 0; p < kc; p++) {
+      let p = 0;
+      for (; p + 4 <= kc; p += 4) {
+        transpose4(r0, step, dst, 16);
+        r0 += 16;
+        dst += 64;
+      }
+      for (; p < kc; p++) {
         store<f32>(dst, load<f32>(r0));
         store<f32>(dst, load<f32>(r0 + step), 4);
         store<f32>(dst, load<f32>(r0 + 2 * step), 8);
