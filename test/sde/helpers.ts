@@ -169,6 +169,7 @@ export class CountingBackend implements Backend {
   }
   free(s: Storage): void {
     this.live -= s.length * (s.dtype === 'float64' ? 8 : 4);
+    this.inner.free(s); // the cpu backend's array pool takes it back (by its handle), as it would unwrapped
   }
   run(prim: string, inputs: readonly KernelArg[], attrs: unknown, outShape: Shape, outDtype: DType): Storage {
     return this.own(this.inner.run(prim, inputs, attrs, outShape, outDtype));

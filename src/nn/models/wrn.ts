@@ -50,6 +50,8 @@ export interface WideResNetOptions {
    * classifiers/cifar10_resnet.py WideResNet does. Not part of the state dict.
    */
   normalize?: { mean: readonly number[]; std: readonly number[] };
+  /** Input channels (default 3; 1 for Fashion-MNIST). RobustBench's class has 3 fixed. */
+  in_channels?: number;
 }
 
 /** Pre-activation basic block with RobustBench's quirk for channel changes (see forward). */
@@ -132,7 +134,10 @@ export class WideResNet extends Module {
     if ((depth - 4) % 6) throw new Error(`WideResNet: depth ${depth} must be 6n + 4`);
     const n = (depth - 4) / 6;
     const ch = [16, 16 * widen, 32 * widen, 64 * widen] as const;
-    this.conv1 = this.registerModule('conv1', heNormalFanOut(new Conv2d(3, ch[0], 3, { padding: 1, bias: false })));
+    this.conv1 = this.registerModule(
+      'conv1',
+      heNormalFanOut(new Conv2d(options.in_channels ?? 3, ch[0], 3, { padding: 1, bias: false })),
+    );
     this.block1 = this.registerModule('block1', new NetworkBlock(n, ch[0], ch[1], 1, dropRate));
     this.subBlock1 = options.sub_block1
       ? this.registerModule('sub_block1', new NetworkBlock(n, ch[0], ch[1], 1, dropRate))
@@ -157,7 +162,9 @@ export class WideResNet extends Module {
     out = this.block2.forward(out);
     out = this.block3.forward(out);
     out = T.relu(this.bn1.forward(out));
-    out = T.avgPool2d(out, 8);
+    // RobustBench: F.avg_pool2d(out, 8), the whole 8x8 map of a 32x32 input; other sizes (28x28 -> 7x7) pool their
+    // whole map too, where avg_pool2d(8) would fail
+    out = T.avgPool2d(out, [out.shape[2] as number, out.shape[3] as number]);
     return this.fc.forward(T.reshape(out, [-1, this.nChannels]));
   }
 }

@@ -3,8 +3,10 @@
 import type { TypedArray } from '../backend.js';
 import type { BinaryOp, UnaryAttrs } from '../prims/elementwise.js';
 import { broadcastStrides, type Shape, stridesOf } from '../shape.js';
+import { currentConfig } from './gemm.js';
 import { type CpuArg, type CpuKernel, forEachBroadcast } from './kernel.js';
 import { coalesce, forEachRow } from './strided.js';
+import { wasmUnary } from './wasm/elementwise.js';
 import { WASM_BINARY, WASM_UNARY } from './wasm/runtime.js';
 import { activeWasm } from './wasm/select.js';
 
@@ -203,7 +205,8 @@ const unary: CpuKernel = (ins, attrs: UnaryAttrs, out) => {
     attrs.op in WASM_UNARY
   ) {
     const rt = activeWasm();
-    if (rt) return rt.unaryF32(attrs.op as keyof typeof WASM_UNARY, x, out, attrs.scale, attrs.shift);
+    if (rt)
+      return wasmUnary(rt, currentConfig(), attrs.op as keyof typeof WASM_UNARY, x, out, attrs.scale, attrs.shift);
   }
   const loop = UNARY_LOOPS[attrs.op];
   if (loop) return loop(x, out, attrs);

@@ -11,7 +11,8 @@ import type { ConvGeom, ConvInputAttrs, ConvWeightAttrs } from '../../prims/conv
 import type { Shape } from '../../shape.js';
 import { type Dims, dims } from '../im2col.js';
 import type { CpuArg } from '../kernel.js';
-import { sgemmOnThreads, type ThreadPolicy, threadsFor } from './gemm.js';
+import { partRange, runCalls, sgemmOnThreads, type ThreadPolicy, threadsFor } from './gemm.js';
+import type { WasmCall } from './pool.js';
 import type { WasmRuntime } from './runtime.js';
 
 /** Columns one chunk aims for (a gemm this wide splits well across threads and amortises packing A). */
@@ -44,6 +45,41 @@ function geomArgs(d: Dims): number[] {
     d.oh,
     d.ow,
   ];
+}
+
+/**
+ * im2col (or col2im) of images b0..b0+cnt-1 of group gi, split by images across `threads`: each image's columns
+ * (or input gradient) are its own, so the parts are independent.
+ */
+function imagesOnThreads(
+  rt: WasmRuntime,
+  kind: 'im2col' | 'col2im',
+  d: Dims,
+  imgPtr: number,
+  colPtr: number,
+  b0: number,
+  cnt: number,
+  gi: number,
+  threads: number,
+): void {
+  const p = d.oh * d.ow;
+  const xStep = 4 * d.c * d.h * d.w;
+  const colStep = 4 * p;
+  const geom = geomArgs(d);
+  const calls: WasmCall[] = [];
+  const parts = Math.min(threads, cnt);
+  for (let i = 0; i < parts; i++) {
+    const [s, e] = partRange(cnt, parts, i);
+    if (e <= s) continue;
+    const img = imgPtr + xStep * (b0 + s) + 4 * gi * d.cg * d.h * d.w;
+    const col = colPtr + colStep * s;
+    calls.push(
+      kind === 'im2col'
+        ? { fn: 'im2colImages', args: [img, xStep, e - s, ...geom, col, colStep, cnt * p] }
+        : { fn: 'col2imImages', args: [col, colStep, cnt * p, e - s, ...geom, img, xStep] },
+    );
+  }
+  runCalls(rt, calls);
 }
 
 /** Copies rows of length p of image-major [b, rows, p] data into [rows, nb*p] (or back when `toImages`). */
@@ -92,14 +128,10 @@ export function wasmConv2d(
   rt.f32(wPtr, w.data.length).set(w.data);
   rt.f32(xPtr, x.data.length).set(x.data);
   const y = rt.f32(yPtr, d.og * nb * p);
-  const geom = geomArgs(d);
   for (let gi = 0; gi < attrs.groups; gi++) {
     for (let b0 = 0; b0 < d.n; b0 += nb) {
       const cnt = Math.min(nb, d.n - b0);
-      for (let b = 0; b < cnt; b++) {
-        const xOff = xPtr + 4 * ((b0 + b) * d.c + gi * d.cg) * d.h * d.w;
-        rt.exports.im2col(xOff, ...geom, colPtr + 4 * b * p, cnt * p);
-      }
+      imagesOnThreads(rt, 'im2col', d, xPtr, colPtr, b0, cnt, gi, threads);
       const job = { m: d.og, n: cnt * p, k: kk, a: wPtr + 4 * gi * d.og * kk, lda: kk, transA: false };
       sgemmOnThreads(
         rt,
@@ -134,7 +166,6 @@ export function wasmConv2dInput(
   const gyM = rt.f32(gyPtr, d.og * nb * p);
   const gx = rt.f32(gxPtr, out.length);
   gx.fill(0);
-  const geom = geomArgs(d);
   for (let gi = 0; gi < attrs.groups; gi++) {
     for (let b0 = 0; b0 < d.n; b0 += nb) {
       const cnt = Math.min(nb, d.n - b0);
@@ -145,10 +176,7 @@ export function wasmConv2dInput(
         { ...job, b: gyPtr, ldb: cnt * p, transB: false, c: colPtr, ldc: cnt * p, accumulate: false },
         threads,
       );
-      for (let b = 0; b < cnt; b++) {
-        const xOff = gxPtr + 4 * ((b0 + b) * d.c + gi * d.cg) * d.h * d.w;
-        rt.exports.col2im(colPtr + 4 * b * p, cnt * p, ...geom, xOff);
-      }
+      imagesOnThreads(rt, 'col2im', d, gxPtr, colPtr, b0, cnt, gi, threads);
     }
   }
   out.set(gx);
@@ -176,14 +204,10 @@ export function wasmConv2dWeight(
   gw.fill(0);
   const gyM = rt.f32(gyPtr, d.og * nb * p);
   rt.f32(xPtr, x.data.length).set(x.data);
-  const geom = geomArgs(d);
   for (let gi = 0; gi < attrs.groups; gi++) {
     for (let b0 = 0; b0 < d.n; b0 += nb) {
       const cnt = Math.min(nb, d.n - b0);
-      for (let b = 0; b < cnt; b++) {
-        const xOff = xPtr + 4 * ((b0 + b) * d.c + gi * d.cg) * d.h * d.w;
-        rt.exports.im2col(xOff, ...geom, colPtr + 4 * b * p, cnt * p);
-      }
+      imagesOnThreads(rt, 'im2col', d, xPtr, colPtr, b0, cnt, gi, threads);
       gatherRows(gy.data as Float32Array, gyM, d, b0, cnt, gi * d.og, d.og, d.o, false);
       const job = { m: d.og, n: kk, k: cnt * p, a: gyPtr, lda: cnt * p, transA: false };
       sgemmOnThreads(

@@ -1,6 +1,6 @@
 // float32 gemm through the wasm SIMD kernel: operands copied into the arena, bands of C split across the worker pool.
 
-import { WasmPool } from './pool.js';
+import { callLocal, type WasmCall, WasmPool } from './pool.js';
 import type { SgemmJob, WasmRuntime } from './runtime.js';
 
 /** Register tile of the wasm micro-kernel (assembly/gemm.ts): bands are cut at multiples of it. */
@@ -32,6 +32,23 @@ export async function shutdownWasmPool(): Promise<void> {
   if (p) await p.shutdown();
 }
 
+/**
+ * Runs independent calls, calls[0] on this thread and the rest on the pool's workers (all here when the pool is
+ * unavailable or only one call is given).
+ */
+export function runCalls(rt: WasmRuntime, calls: readonly WasmCall[]): void {
+  const p = calls.length > 1 ? getPool(rt) : null;
+  if (p) p.run(calls);
+  else for (const c of calls) callLocal(rt, c);
+}
+
+/** [start, end) of part i of `parts` of [0, n), cut at multiples of `unit`. */
+export function partRange(n: number, parts: number, i: number, unit = 1): [number, number] {
+  const s = Math.round((n * i) / parts / unit) * unit;
+  const e = i === parts - 1 ? n : Math.round((n * (i + 1)) / parts / unit) * unit;
+  return [Math.min(s, n), Math.min(Math.max(s, e), n)];
+}
+
 /** How many threads a problem of this size gets under `policy` (1 when it is too small to pay for a wake-up). */
 export function threadsFor(m: number, n: number, k: number, policy: ThreadPolicy): number {
   if (policy.threads <= 1) return 1;
@@ -46,27 +63,23 @@ export function threadsFor(m: number, n: number, k: number, policy: ThreadPolicy
  * has called rt.reset(threads) before allocating the operands (that reserves one workspace per thread).
  */
 export function sgemmOnThreads(rt: WasmRuntime, j: SgemmJob, threads: number): void {
-  const p = threads > 1 ? getPool(rt) : null;
-  if (!p) {
-    rt.sgemm(j, 0);
-    return;
-  }
   const byRows = j.m >= j.n;
   const len = byRows ? j.m : j.n;
-  const unit = byRows ? MR : NR;
-  const jobs: SgemmJob[] = [];
+  const calls: WasmCall[] = [];
   for (let i = 0; i < threads; i++) {
-    const s = Math.round((len * i) / threads / unit) * unit;
-    const e = i === threads - 1 ? len : Math.round((len * (i + 1)) / threads / unit) * unit;
+    const [s, e] = partRange(len, threads, i, byRows ? MR : NR);
     if (e <= s) continue;
-    if (byRows) {
-      jobs.push({ ...j, m: e - s, a: j.a + 4 * (j.transA ? s : s * j.lda), c: j.c + 4 * s * j.ldc });
-    } else {
-      jobs.push({ ...j, n: e - s, b: j.b + 4 * (j.transB ? s * j.ldb : s), c: j.c + 4 * s });
-    }
+    const band = byRows
+      ? { ...j, m: e - s, a: j.a + 4 * (j.transA ? s : s * j.lda), c: j.c + 4 * s * j.ldc }
+      : { ...j, n: e - s, b: j.b + 4 * (j.transB ? s * j.ldb : s), c: j.c + 4 * s };
+    calls.push({ fn: 'sgemm', args: sgemmArgs(band, rt.workspace(calls.length)) });
   }
-  if (jobs.length === 1) rt.sgemm(jobs[0] as SgemmJob, 0);
-  else p.run(jobs);
+  runCalls(rt, calls);
+}
+
+function sgemmArgs(j: SgemmJob, work: number): number[] {
+  const t = (b: boolean) => (b ? 1 : 0);
+  return [j.m, j.n, j.k, j.a, j.lda, t(j.transA), j.b, j.ldb, t(j.transB), j.c, j.ldc, t(j.accumulate), work];
 }
 
 /** The span [off, end) of a row-major view rows x cols with leading dim ld (transposed storage if trans). */

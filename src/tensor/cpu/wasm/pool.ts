@@ -1,21 +1,43 @@
-// Persistent worker threads for the wasm kernels, driven through Atomics on a shared control block.
+// Persistent worker threads for the wasm kernels, driven through Atomics on shared control blocks.
 //
-// Each worker owns one slot of CONTROL_INTS Int32s:
-//   [0] ticket: bumped by the main thread to post a job (the worker sleeps in Atomics.wait on it); -1 = stop
-//   [1] state:  POSTED when a job is written, then DONE or FAILED from the worker (the main thread waits on it)
+// Each worker owns one slot: four Int32s of control
+//   [0] ticket: bumped by the main thread to post a call (the worker sleeps in Atomics.wait on it); -1 = stop
+//   [1] state:  POSTED when a call is written, then DONE or FAILED from the worker (the main thread waits on it)
 //   [2] ready:  1 once the worker has instantiated the module
-//   [3..14] the job's 12 sgemm arguments (addresses as uint32 bit patterns), [15] its workspace's address
-// A job is ~1 us to post and ~20-60 us to wake a sleeping thread, against ms of arithmetic for the problems that are
+//   [3] which export to call (an index into CALLABLE)
+// and ARGS float64s of arguments ([0] their count): float64 holds both addresses (up to 2^32) and f32 arguments.
+// A call is ~1 us to post and ~20-60 us to wake a sleeping thread, against ms of work for the problems that are
 // split (see minThreadedMacs in gemm.ts). Only Node's worker_threads start workers today; elsewhere (a browser, or no
-// shared memory) the kernels run on the calling thread. A worker that dies mid-job is not detected (this thread would
+// shared memory) the kernels run on the calling thread. A worker that dies mid-call is not detected (this thread would
 // wait); one that errors or exits marks the pool broken, and later calls run on one thread.
 
-import type { SgemmJob, WasmRuntime } from './runtime.js';
+import type { WasmRuntime } from './runtime.js';
 
 type WorkerThreads = typeof import('node:worker_threads');
 type Worker = InstanceType<WorkerThreads['Worker']>;
 
-const CONTROL_INTS = 16;
+/** The exports a worker can be asked to run. */
+export const CALLABLE = [
+  'sgemm',
+  'im2colImages',
+  'col2imImages',
+  'expF32',
+  'sigmoidF32',
+  'siluF32',
+  'squareF32',
+  'affineF32',
+  'reluF32',
+] as const;
+export type Callable = (typeof CALLABLE)[number];
+
+/** One call of a wasm export with its arguments. */
+export interface WasmCall {
+  fn: Callable;
+  args: readonly number[];
+}
+
+const CONTROL_INTS = 4;
+const ARGS = 24;
 const MAX_WORKERS = 63;
 const POSTED = 1;
 const DONE = 2;
@@ -23,11 +45,13 @@ const FAILED = 3;
 
 const WORKER_SOURCE = `'use strict';
 const { workerData } = require('node:worker_threads');
-const { module, memory, control, slot } = workerData;
+const { module, memory, control, argBuffer, slot, names } = workerData;
 const ctl = new Int32Array(control);
-const u32 = new Uint32Array(control);
+const args = new Float64Array(argBuffer);
 const base = slot * ${CONTROL_INTS};
+const abase = slot * ${ARGS};
 const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const fns = names.map((n) => ex[n]);
 Atomics.store(ctl, base + 2, 1);
 let seen = Atomics.load(ctl, base);
 for (;;) {
@@ -37,9 +61,8 @@ for (;;) {
   if (Atomics.load(ctl, base + 1) !== ${POSTED}) continue;
   let state = ${DONE};
   try {
-    const j = base + 3;
-    ex.sgemm(u32[j], u32[j + 1], u32[j + 2], u32[j + 3], u32[j + 4], u32[j + 5], u32[j + 6], u32[j + 7], u32[j + 8],
-      u32[j + 9], u32[j + 10], u32[j + 11], u32[base + 15]);
+    const n = args[abase];
+    fns[ctl[base + 3]](...args.subarray(abase + 1, abase + 1 + n));
   } catch (e) {
     state = ${FAILED};
     console.error('diffpure-ts wasm worker:', e);
@@ -51,19 +74,18 @@ for (;;) {
 
 export class WasmPool {
   private readonly ctl: Int32Array;
-  private readonly u32: Uint32Array;
+  private readonly args: Float64Array;
   private readonly workers: Worker[] = [];
   broken = false;
-  /** Bands computed by workers and bands this thread took over from a worker still booting. */
+  /** Parallel runs, calls done by workers, and calls this thread took over from a worker still booting. */
   readonly stats = { calls: 0, workerBands: 0, skippedBooting: 0 };
 
   private constructor(
     private readonly wt: WorkerThreads,
     private readonly rt: WasmRuntime,
   ) {
-    const sab = new SharedArrayBuffer(4 * CONTROL_INTS * MAX_WORKERS);
-    this.ctl = new Int32Array(sab);
-    this.u32 = new Uint32Array(sab);
+    this.ctl = new Int32Array(new SharedArrayBuffer(4 * CONTROL_INTS * MAX_WORKERS));
+    this.args = new Float64Array(new SharedArrayBuffer(8 * ARGS * MAX_WORKERS));
   }
 
   /** A pool for `rt`, or null when threads cannot run here (no worker_threads, or an unshared memory). */
@@ -82,7 +104,14 @@ export class WasmPool {
       const w = new this.wt.Worker(WORKER_SOURCE, {
         eval: true,
         name: 'diffpure-wasm',
-        workerData: { module: this.rt.module, memory: this.rt.memory, control: this.ctl.buffer, slot },
+        workerData: {
+          module: this.rt.module,
+          memory: this.rt.memory,
+          control: this.ctl.buffer,
+          argBuffer: this.args.buffer,
+          slot,
+          names: CALLABLE,
+        },
       });
       w.unref();
       const fail = () => {
@@ -94,45 +123,33 @@ export class WasmPool {
     }
   }
 
-  /**
-   * Runs `jobs` (independent bands of one gemm) with jobs[0] on this thread and the others on workers, returning when
-   * all are done. Workspaces: job i uses workspace i (the caller reserved them with rt.reset(jobs.length)).
-   */
-  run(jobs: readonly SgemmJob[]): void {
-    this.ensure(jobs.length - 1);
+  /** Runs calls[0] on this thread and the others on workers (independent work), returning when all are done. */
+  run(calls: readonly WasmCall[]): void {
+    this.ensure(calls.length - 1);
     this.stats.calls++;
     const posted: number[] = [];
-    const local: number[] = [0];
-    for (let i = 1; i < jobs.length; i++) {
+    const local: WasmCall[] = [calls[0] as WasmCall];
+    for (let i = 1; i < calls.length; i++) {
       const slot = i - 1;
       const base = slot * CONTROL_INTS;
+      const c = calls[i] as WasmCall;
       if (this.broken || Atomics.load(this.ctl, base + 2) !== 1) {
-        local.push(i);
+        local.push(c);
         this.stats.skippedBooting++;
         continue;
       }
-      const j = jobs[i] as SgemmJob;
-      const u = this.u32;
-      const f = base + 3;
-      u[f] = j.m;
-      u[f + 1] = j.n;
-      u[f + 2] = j.k;
-      u[f + 3] = j.a;
-      u[f + 4] = j.lda;
-      u[f + 5] = j.transA ? 1 : 0;
-      u[f + 6] = j.b;
-      u[f + 7] = j.ldb;
-      u[f + 8] = j.transB ? 1 : 0;
-      u[f + 9] = j.c;
-      u[f + 10] = j.ldc;
-      u[f + 11] = j.accumulate ? 1 : 0;
-      u[base + 15] = this.rt.workspace(i);
+      if (c.args.length >= ARGS)
+        throw new Error(`wasm pool: ${c.fn} has ${c.args.length} arguments, at most ${ARGS - 1}`);
+      const ab = slot * ARGS;
+      this.args[ab] = c.args.length;
+      this.args.set(c.args, ab + 1);
+      this.ctl[base + 3] = CALLABLE.indexOf(c.fn);
       Atomics.store(this.ctl, base + 1, POSTED);
       Atomics.add(this.ctl, base, 1);
       Atomics.notify(this.ctl, base);
       posted.push(slot);
     }
-    for (const i of local) this.rt.sgemm(jobs[i] as SgemmJob, i);
+    for (const c of local) callLocal(this.rt, c);
     let failed = false;
     for (const slot of posted) {
       const s = slot * CONTROL_INTS + 1;
@@ -161,4 +178,9 @@ export class WasmPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
   }
+}
+
+/** Runs one call on this thread. */
+export function callLocal(rt: WasmRuntime, c: WasmCall): void {
+  (rt.exports[c.fn] as (...a: number[]) => void)(...c.args);
 }

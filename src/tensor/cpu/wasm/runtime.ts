@@ -33,10 +33,11 @@ export interface WasmExports {
     work: number,
   ): void;
   gemmWorkspaceBytes(): number;
-  /** im2col(x, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col, ld): see assembly/im2col.ts. */
-  im2col(...args: number[]): void;
-  /** col2im(col, ld, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x). */
-  col2im(...args: number[]): void;
+  /** im2colImages(x, xStep, count, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col, colStep, ld). */
+  im2colImages(...args: number[]): void;
+  /** col2imImages(col, colStep, ld, count, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x, xStep). */
+  col2imImages(...args: number[]): void;
+  reluF32(x: number, out: number, n: number): void;
   expF32(x: number, out: number, n: number): void;
   sigmoidF32(x: number, out: number, n: number): void;
   siluF32(x: number, out: number, n: number): void;
@@ -52,6 +53,7 @@ export const WASM_UNARY = {
   silu: 'siluF32',
   square: 'squareF32',
   affine: 'affineF32',
+  relu: 'reluF32',
 } as const;
 
 /** Opcodes of binaryRowF32. */
@@ -140,38 +142,6 @@ export class WasmRuntime {
   /** A Float32Array over [ptr, ptr + 4*length) of the current memory (take it after the call's last alloc). */
   f32(ptr: number, length: number): Float32Array {
     return new Float32Array(this.memory.buffer, ptr, length);
-  }
-
-  /** out = op(x) elementwise through the SIMD kernel (x copied in, the result copied out). */
-  unaryF32(op: keyof typeof WASM_UNARY, x: Float32Array, out: Float32Array, scale = 1, shift = 0): void {
-    const n = out.length;
-    this.reset(1);
-    // whole vectors: the kernels read and write n rounded up to 4 (alloc rounds to 64 bytes)
-    const xp = this.alloc(4 * n);
-    const op_ = this.alloc(4 * n);
-    this.f32(xp, n).set(x.subarray(0, n));
-    if (op === 'affine') this.exports.affineF32(xp, op_, n, scale, shift);
-    else this.exports[WASM_UNARY[op]](xp, op_, n);
-    out.set(this.f32(op_, n));
-  }
-
-  /** sgemm on one thread, with workspace `t`. */
-  sgemm(j: SgemmJob, t = 0): void {
-    this.exports.sgemm(
-      j.m,
-      j.n,
-      j.k,
-      j.a,
-      j.lda,
-      j.transA ? 1 : 0,
-      j.b,
-      j.ldb,
-      j.transB ? 1 : 0,
-      j.c,
-      j.ldc,
-      j.accumulate ? 1 : 0,
-      this.workspace(t),
-    );
   }
 }
 

@@ -128,3 +128,13 @@ export function binaryRowF32(op: i32, a: usize, sa: i32, b: usize, sb: i32, out:
     store<f32>(out + (<usize>i << 2), op1(op, load<f32>(a + ((<usize>i * sa) << 2)), load<f32>(b + ((<usize>i * sb) << 2))));
   }
 }
+
+/** relu as PyTorch: x > 0 ? x : 0, NaN kept (relu(-0) = 0). */
+export function reluF32(x: usize, out: usize, n: i32): void {
+  const zero = f32x4.splat(0);
+  for (let i = 0; i < n; i += 4) {
+    const v = v128.load(x + (<usize>i << 2));
+    const keep = v128.or(f32x4.gt(v, zero), f32x4.ne(v, v));
+    v128.store(out + (<usize>i << 2), v128.and(v, keep));
+  }
+}

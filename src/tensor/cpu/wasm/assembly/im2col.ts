@@ -110,3 +110,57 @@ export function col2im(
     }
   }
 }
+
+/** im2col for `count` images: image b at x + b*xStep (bytes) into columns starting at col + b*colStep (bytes). */
+export function im2colImages(
+  x: usize,
+  xStep: usize,
+  count: i32,
+  c: i32,
+  h: i32,
+  w: i32,
+  kh: i32,
+  kw: i32,
+  sh: i32,
+  sw: i32,
+  ph: i32,
+  pw: i32,
+  dh: i32,
+  dw: i32,
+  oh: i32,
+  ow: i32,
+  col: usize,
+  colStep: usize,
+  ld: i32,
+): void {
+  for (let b = 0; b < count; b++) {
+    im2col(x + <usize>b * xStep, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col + <usize>b * colStep, ld);
+  }
+}
+
+/** col2im for `count` images (the adjoint of im2colImages; each image's gradient is its own, so threads may split). */
+export function col2imImages(
+  col: usize,
+  colStep: usize,
+  ld: i32,
+  count: i32,
+  c: i32,
+  h: i32,
+  w: i32,
+  kh: i32,
+  kw: i32,
+  sh: i32,
+  sw: i32,
+  ph: i32,
+  pw: i32,
+  dh: i32,
+  dw: i32,
+  oh: i32,
+  ow: i32,
+  x: usize,
+  xStep: usize,
+): void {
+  for (let b = 0; b < count; b++) {
+    col2im(col + <usize>b * colStep, ld, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, x + <usize>b * xStep);
+  }
+}

@@ -1,0 +1,1 @@
+export { Adam, type AdamOptions } from './adam.js';
