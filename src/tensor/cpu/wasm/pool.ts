@@ -39,6 +39,8 @@ export interface WasmCall {
 const CONTROL_INTS = 4;
 const ARGS = 24;
 const MAX_WORKERS = 63;
+/** Polls of a flag before a thread sleeps on it (~50-100 us of spinning). */
+const SPIN = 20000;
 const POSTED = 1;
 const DONE = 2;
 const FAILED = 3;
@@ -55,6 +57,9 @@ const fns = names.map((n) => ex[n]);
 Atomics.store(ctl, base + 2, 1);
 let seen = Atomics.load(ctl, base);
 for (;;) {
+  // poll a while before sleeping: the next call of a layer-by-layer loop usually comes within microseconds, and
+  // waking from Atomics.wait costs tens to hundreds of microseconds on a VM
+  for (let i = 0; i < ${SPIN} && Atomics.load(ctl, base) === seen; i++);
   Atomics.wait(ctl, base, seen);
   seen = Atomics.load(ctl, base);
   if (seen === -1) break;
@@ -153,14 +158,14 @@ export class WasmPool {
     let failed = false;
     for (const slot of posted) {
       const s = slot * CONTROL_INTS + 1;
-      for (;;) {
+      for (let spin = 0; ; spin++) {
         const v = Atomics.load(this.ctl, s);
         if (v !== POSTED) {
           if (v === FAILED) failed = true;
           else this.stats.workerBands++;
           break;
         }
-        Atomics.wait(this.ctl, s, POSTED, 100);
+        if (spin >= SPIN) Atomics.wait(this.ctl, s, POSTED, 100);
       }
     }
     if (failed) {
