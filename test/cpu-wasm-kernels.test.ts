@@ -57,6 +57,47 @@ describe('wasm exp / sigmoid / silu', () => {
     },
   );
 
+  test('relu keeps NaN and maps -0 to 0, as PyTorch; affine, square match float64 to one rounding', () => {
+    const x = Float32Array.from({ length: 301 }, (_, i) => (i - 150) / 7);
+    x[0] = Number.NaN;
+    x[1] = -0;
+    const relu = T.relu(T.fromArray(x, [301])).dataSync();
+    expect(Number.isNaN(relu[0])).toBe(true);
+    expect(Object.is(relu[1], 0)).toBe(true);
+    for (let i = 2; i < 301; i++) expect(relu[i]).toBe(Math.max(x[i] as number, 0));
+    const sq = T.square(T.fromArray(x, [301])).dataSync();
+    for (let i = 2; i < 301; i++) expect(sq[i]).toBe(Math.fround((x[i] as number) ** 2));
+    // affine in float32 rounds twice (scale * x, then + shift): within 1 ulp of the float64 value, plus the rounding
+    // of the scale itself to float32
+    const af = T.affine(T.fromArray(x, [301]), 0.3, -1.7).dataSync();
+    for (let i = 2; i < 301; i++) {
+      const ref = 0.3 * (x[i] as number) - 1.7;
+      expect(Math.abs((af[i] as number) - ref)).toBeLessThanOrEqual(
+        3 * 2 ** -24 * (Math.abs(ref) + 1.7 + 0.3 * Math.abs(x[i] as number)),
+      );
+    }
+  });
+
+  test('a large map split across two threads equals the one-thread result bit for bit', () => {
+    const n = 300_001; // above the per-thread minimum (65,536) and odd
+    const x = T.randomNormal([n], { seed: 9 });
+    const run = (threads: number) => {
+      const prev = configureGemm({ threads });
+      try {
+        return [T.silu(x), T.exp(x), T.relu(x)].map((t) => t.dataSync().slice());
+      } finally {
+        configureGemm(prev);
+      }
+    };
+    const one = run(1);
+    const two = run(2);
+    for (let i = 0; i < one.length; i++) {
+      const [a, b] = [one[i], two[i]] as [Float32Array, Float32Array];
+      expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer))).toBe(0);
+    }
+    x.dispose();
+  });
+
   test('special values follow PyTorch (NaN propagates, silu(-inf) = NaN)', () => {
     const specials = [Number.NaN, Infinity, -Infinity, 0, -0];
     const x = new Float32Array(300).fill(1);

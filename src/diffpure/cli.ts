@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { readNpy, writeNpy, writeSafetensors } from '../nn/io/index.js';
 import { buildShapeOnly } from '../nn/meta.js';
+import { currentConfig } from '../tensor/cpu/gemm.js';
+import { cpuKernelsInfo } from '../tensor/cpu/wasm/select.js';
 import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '../tensor/index.js';
 import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
 import { fitSineDemo } from './demo.js';
@@ -53,7 +55,11 @@ const commands: Record<string, Command> = {
       for (const name of registeredBackends().filter((n) => n !== 'meta')) {
         try {
           const b = await initBackend(name);
-          backends[name] = { available: true, dtypes: b.dtypes };
+          backends[name] = {
+            available: true,
+            dtypes: b.dtypes,
+            ...(name === 'cpu' ? cpuKernelsInfo(currentConfig().threads) : {}),
+          };
         } catch (e) {
           backends[name] = { available: false, reason: e instanceof Error ? e.message : String(e) };
         }
@@ -64,8 +70,17 @@ const commands: Record<string, Command> = {
       }
       console.log(`diffpure-ts on Node ${process.version}`);
       for (const [name, info] of Object.entries(backends)) {
-        const i = info as { available: boolean; dtypes?: string[]; reason?: string };
-        console.log(`  ${name}: ${i.available ? `available (${i.dtypes?.join(', ')})` : `unavailable: ${i.reason}`}`);
+        const i = info as {
+          available: boolean;
+          dtypes?: string[];
+          reason?: string;
+          kernels?: string;
+          threads?: number;
+        };
+        const kernels = i.kernels ? `, ${i.kernels} kernels, ${i.threads} thread(s)` : '';
+        console.log(
+          `  ${name}: ${i.available ? `available (${i.dtypes?.join(', ')}${kernels})` : `unavailable: ${i.reason}`}`,
+        );
       }
       if (!adapter) console.log(`  adapter: none (${noAdapterHint()})`);
       else console.log(`  adapter:\n${indent(JSON.stringify(adapter, null, 2), 4)}`);

@@ -43,3 +43,14 @@ export function setCpuKernelKind(k: CpuKernelKind): CpuKernelKind {
 export function activeWasm(): WasmRuntime | null {
   return cpuKernelKind() === 'wasm' ? getWasmRuntime() : null;
 }
+
+/** What `diffpure info` reports about the cpu kernels: the choice, why wasm is off (if it is), and threads. */
+export function cpuKernelsInfo(threads: number): Record<string, unknown> {
+  const rt = getWasmRuntime();
+  return {
+    kernels: cpuKernelKind(),
+    wasmSimd: rt ? { available: true, sharedMemory: rt.shared } : { available: false, reason: wasmUnavailableReason() },
+    threads,
+    override: 'DIFFPURE_CPU_KERNELS=js|wasm, DIFFPURE_CPU_THREADS=n',
+  };
+}
