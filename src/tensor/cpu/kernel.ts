@@ -1,7 +1,8 @@
 // Shared types and index helpers for the cpu reference kernels.
 
 import type { TypedArray } from '../backend.js';
-import { broadcastStrides, type Shape, sizeOf } from '../shape.js';
+import { broadcastStrides, type Shape } from '../shape.js';
+import { forEachRow } from './strided.js';
 
 export interface CpuArg {
   readonly data: TypedArray;
@@ -13,7 +14,7 @@ export type CpuKernel = (ins: readonly CpuArg[], attrs: never, out: TypedArray, 
 
 /**
  * Visit every element of `outShape` in row-major order, passing for each of k operands the offset
- * base[j] + sum_a idx[a] * strides[j][a]. Offsets are updated incrementally (no division per element).
+ * base[j] + sum_a idx[a] * strides[j][a]. Built on forEachRow (strided.ts): offsets advance by the row's strides.
  */
 export function forEachStrided(
   outShape: Shape,
@@ -21,24 +22,21 @@ export function forEachStrided(
   strides: readonly (readonly number[])[],
   visit: (i: number, offsets: Int32Array) => void,
 ): void {
-  const n = sizeOf(outShape);
-  if (n === 0) return;
-  const rank = outShape.length;
   const k = strides.length;
-  const offsets = Int32Array.from(bases);
-  const idx = new Int32Array(rank);
-  for (let i = 0; i < n; i++) {
-    visit(i, offsets);
-    // increment the multi-index from the last axis, carrying into earlier ones
-    for (let ax = rank - 1; ax >= 0; ax--) {
-      const d = outShape[ax] as number;
-      idx[ax]++;
-      for (let j = 0; j < k; j++) offsets[j] += (strides[j] as number[])[ax] as number;
-      if ((idx[ax] as number) < d) break;
-      idx[ax] = 0;
-      for (let j = 0; j < k; j++) offsets[j] -= ((strides[j] as number[])[ax] as number) * d;
-    }
-  }
+  const offsets = new Int32Array(k);
+  let i = 0;
+  forEachRow(
+    outShape,
+    strides,
+    (row, n, inner) => {
+      offsets.set(row);
+      for (let e = 0; e < n; e++, i++) {
+        visit(i, offsets);
+        for (let j = 0; j < k; j++) offsets[j] += inner[j] as number;
+      }
+    },
+    bases,
+  );
 }
 
 /** forEachStrided with each input read under NumPy broadcasting to outShape. */

@@ -3,6 +3,19 @@
 //   col[(ci*kh + i)*kw + j, oy*ow + ox] (row stride ld) = x[ci, oy*sh - ph + i*dh, ox*sw - pw + j*dw], 0 outside.
 // Rows of a stride-1 convolution are copied with memory.copy and padded with memory.fill; col2im adds with f32x4.
 
+// The output columns [ox0, ox1) whose input column ox*sw + shift lies in [0, w), clipped to [0, ow).
+// @ts-ignore: decorator
+@inline
+function firstValid(shift: i32, sw: i32, ow: i32): i32 {
+  return min(ow, shift >= 0 ? 0 : (-shift + sw - 1) / sw);
+}
+
+// @ts-ignore: decorator
+@inline
+function endValid(shift: i32, sw: i32, w: i32, ow: i32, ox0: i32): i32 {
+  return max(ox0, min(ow, w - shift <= 0 ? 0 : (w - shift + sw - 1) / sw));
+}
+
 export function im2col(
   x: usize,
   c: i32,
@@ -26,12 +39,8 @@ export function im2col(
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++, r++) {
         const shift = j * dw - pw;
-        // output columns whose input column ox*sw + shift lies in [0, w)
-        let ox0 = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
-        if (ox0 > ow) ox0 = ow;
-        let ox1 = w - shift <= 0 ? 0 : (w - shift + sw - 1) / sw;
-        if (ox1 > ow) ox1 = ow;
-        if (ox1 < ox0) ox1 = ox0;
+        const ox0 = firstValid(shift, sw, ow);
+        const ox1 = endValid(shift, sw, w, ow, ox0);
         const row = col + ((<usize>r * ld) << 2);
         for (let oy = 0; oy < oh; oy++) {
           const iy = oy * sh - ph + i * dh;
@@ -78,11 +87,8 @@ export function col2im(
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++, r++) {
         const shift = j * dw - pw;
-        let ox0 = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
-        if (ox0 > ow) ox0 = ow;
-        let ox1 = w - shift <= 0 ? 0 : (w - shift + sw - 1) / sw;
-        if (ox1 > ow) ox1 = ow;
-        if (ox1 < ox0) ox1 = ox0;
+        const ox0 = firstValid(shift, sw, ow);
+        const ox1 = endValid(shift, sw, w, ow, ox0);
         const row = col + ((<usize>r * ld) << 2);
         for (let oy = 0; oy < oh; oy++) {
           const iy = oy * sh - ph + i * dh;
