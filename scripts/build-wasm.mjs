@@ -3,9 +3,11 @@
 // Base64 in a module rather than a .wasm file next to it: the bytes then travel with every consumer unchanged, from
 // vitest's TS sources, the esbuild bundles in dist/ and a browser bundle, without a loader or a path to resolve.
 //
-// Two variants of the same source: `shared` imports a shared memory (for the worker pool: every thread instantiates
+// Variants of the same source: `shared` imports a shared memory (for the worker pool: every thread instantiates
 // the module on the one memory), `plain` an ordinary one (browsers without cross-origin isolation, where
-// SharedArrayBuffer does not exist; those run on one thread).
+// SharedArrayBuffer does not exist; those run on one thread); each also built with relaxed SIMD (fused multiply-add
+// in the gemm), used where the engine validates it (Node 22+, Chrome 114+; Node 20 with
+// --experimental-wasm-relaxed-simd).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,18 +22,13 @@ const out = join(root, 'src/tensor/cpu/wasm/kernels.generated.ts');
 export const MAX_PAGES = 65536;
 
 const common = ['--optimizeLevel', '3', '--noAssert', '--runtime', 'stub', '--enable', 'simd', '--importMemory'];
+const shared = ['--enable', 'threads', '--sharedMemory', '--initialMemory', '1', '--maximumMemory', `${MAX_PAGES}`];
+const relaxed = ['--enable', 'relaxed-simd'];
 const variants = {
-  shared: [
-    ...common,
-    '--enable',
-    'threads',
-    '--sharedMemory',
-    '--initialMemory',
-    '1',
-    '--maximumMemory',
-    `${MAX_PAGES}`,
-  ],
+  shared: [...common, ...shared],
   plain: [...common, '--initialMemory', '1'],
+  sharedRelaxed: [...common, ...relaxed, ...shared],
+  plainRelaxed: [...common, ...relaxed, '--initialMemory', '1'],
 };
 
 export function buildWasm({ quiet = false } = {}) {

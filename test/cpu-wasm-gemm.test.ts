@@ -8,6 +8,11 @@
 // u = 2^-24; the +1 covers adding into a prior C. No slack: it is a rigorous bound, so exceeding it is a bug.
 // float64 problems still run the JS kernel and keep its bound.
 
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as esbuild from 'esbuild';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { gemm, shutdownGemmThreads } from '../src/tensor/cpu/gemm.js';
@@ -161,5 +166,49 @@ describe('wasm gemm on the worker pool', () => {
       }),
       { numRuns: 40 },
     );
+  });
+});
+
+describe('the relaxed-SIMD build (fused multiply-add)', () => {
+  test('is chosen where the engine validates it, and stays within the float32 bound', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relaxed-'));
+    try {
+      const entry = join(dir, 'entry.ts');
+      const src = (p: string) => JSON.stringify(join(process.cwd(), p));
+      writeFileSync(
+        entry,
+        `import { gemm } from ${src('src/tensor/cpu/gemm.ts')};
+import { getWasmRuntime } from ${src('src/tensor/cpu/wasm/runtime.ts')};
+const n = 97;
+const a = Float32Array.from({ length: n * n }, (_, i) => Math.sin(i));
+const b = Float32Array.from({ length: n * n }, (_, i) => Math.cos(3 * i));
+const c = new Float32Array(n * n);
+gemm({ m: n, n, k: n, a, aOff: 0, lda: n, b, bOff: 0, ldb: n, c, cOff: 0, ldc: n });
+let worst = 0;
+for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+  let s = 0, abs = 0;
+  for (let p = 0; p < n; p++) { s += a[i * n + p] * b[p * n + j]; abs += Math.abs(a[i * n + p] * b[p * n + j]); }
+  const g = ((n + 1) * 2 ** -24) / (1 - (n + 1) * 2 ** -24);
+  worst = Math.max(worst, Math.abs(c[i * n + j] - s) / (g * abs));
+}
+console.log(JSON.stringify({ relaxed: getWasmRuntime().relaxed, worst }));
+`,
+      );
+      const out = join(dir, 'out.mjs');
+      await esbuild.build({ entryPoints: [entry], outfile: out, bundle: true, platform: 'node', format: 'esm' });
+      const run = (flags: string[]) => {
+        const r = spawnSync(process.execPath, [...flags, out], { encoding: 'utf8', timeout: 60_000 });
+        expect(r.stderr).toBe('');
+        return JSON.parse(r.stdout) as { relaxed: boolean; worst: number };
+      };
+      const fused = run(['--experimental-wasm-relaxed-simd']);
+      expect(fused.relaxed).toBe(true);
+      expect(fused.worst).toBeLessThanOrEqual(1); // error / bound
+      const plain = run(['--no-experimental-wasm-relaxed-simd']);
+      expect(plain.relaxed).toBe(false);
+      expect(plain.worst).toBeLessThanOrEqual(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

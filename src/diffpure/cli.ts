@@ -76,8 +76,10 @@ const commands: Record<string, Command> = {
           reason?: string;
           kernels?: string;
           threads?: number;
+          wasmSimd?: { relaxedSimdFma?: boolean };
         };
-        const kernels = i.kernels ? `, ${i.kernels} kernels, ${i.threads} thread(s)` : '';
+        const fma = i.kernels === 'wasm' && i.wasmSimd?.relaxedSimdFma ? ' with relaxed-SIMD FMA' : '';
+        const kernels = i.kernels ? `, ${i.kernels} kernels${fma}, ${i.threads} thread(s)` : '';
         console.log(
           `  ${name}: ${i.available ? `available (${i.dtypes?.join(', ')}${kernels})` : `unavailable: ${i.reason}`}`,
         );

@@ -14,7 +14,7 @@
 // notify; the worker writes DONE and notifies back. No postMessage per call. A worker that has not finished booting
 // when a job comes is skipped (this thread computes its band instead), so a first call never waits for start-up.
 
-import { plainWasm, sharedWasm } from './kernels.generated.js';
+import { plainRelaxedWasm, plainWasm, sharedRelaxedWasm, sharedWasm } from './kernels.generated.js';
 
 export interface WasmExports {
   sgemm(
@@ -99,6 +99,8 @@ export class WasmRuntime {
     readonly module: WebAssembly.Module,
     readonly memory: WebAssembly.Memory,
     readonly shared: boolean,
+    /** Built with relaxed SIMD (the gemm's fused multiply-add): this engine validates it. */
+    readonly relaxed: boolean,
   ) {
     const inst = new WebAssembly.Instance(module, { env: { memory } });
     this.exports = inst.exports as unknown as WasmExports;
@@ -145,6 +147,11 @@ export class WasmRuntime {
   }
 }
 
+/** An environment variable where there is a process (Node), else undefined. */
+function processEnv(name: string): string | undefined {
+  return typeof process === 'undefined' ? undefined : process.env?.[name];
+}
+
 let runtime: WasmRuntime | null | undefined;
 let failure = '';
 
@@ -164,13 +171,16 @@ export function getWasmRuntime(): WasmRuntime | null {
   try {
     if (typeof WebAssembly === 'undefined') throw new Error('WebAssembly is not available');
     const canShare = typeof SharedArrayBuffer !== 'undefined';
-    const bytes = decode(canShare ? sharedWasm : plainWasm);
+    // the relaxed-SIMD build where the engine has it (Node 22+), else plain SIMD128
+    const relaxedBytes = decode(canShare ? sharedRelaxedWasm : plainRelaxedWasm);
+    const relaxed = processEnv('DIFFPURE_WASM_RELAXED') !== '0' && WebAssembly.validate(relaxedBytes);
+    const bytes = relaxed ? relaxedBytes : decode(canShare ? sharedWasm : plainWasm);
     if (!WebAssembly.validate(bytes)) throw new Error('this host does not validate the SIMD module (no wasm SIMD128?)');
     const module = new WebAssembly.Module(bytes);
     const memory = canShare
       ? new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true })
       : new WebAssembly.Memory({ initial: 1 });
-    runtime = new WasmRuntime(module, memory, canShare);
+    runtime = new WasmRuntime(module, memory, canShare, relaxed);
   } catch (e) {
     failure = e instanceof Error ? e.message : String(e);
     runtime = null;

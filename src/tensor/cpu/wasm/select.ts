@@ -49,8 +49,10 @@ export function cpuKernelsInfo(threads: number): Record<string, unknown> {
   const rt = getWasmRuntime();
   return {
     kernels: cpuKernelKind(),
-    wasmSimd: rt ? { available: true, sharedMemory: rt.shared } : { available: false, reason: wasmUnavailableReason() },
+    wasmSimd: rt
+      ? { available: true, sharedMemory: rt.shared, relaxedSimdFma: rt.relaxed }
+      : { available: false, reason: wasmUnavailableReason() },
     threads,
-    override: 'DIFFPURE_CPU_KERNELS=js|wasm, DIFFPURE_CPU_THREADS=n',
+    override: 'DIFFPURE_CPU_KERNELS=js|wasm, DIFFPURE_CPU_THREADS=n, DIFFPURE_WASM_RELAXED=0',
   };
 }
