@@ -11,6 +11,7 @@ import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
 import { fitSineDemo } from './demo.js';
 import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
 import { runPurify } from './purify-command.js';
+import { runTrain } from './train-command.js';
 
 interface Command {
   summary: string;
@@ -200,6 +201,34 @@ const commands: Record<string, Command> = {
         backend: String(v.backend),
         json: !!v.json,
       });
+    },
+  },
+  train: {
+    summary:
+      'train a model with this framework: classifier (a RobustBench WideResNet on Fashion-MNIST, SGD + Nesterov, cosine lr), resumable',
+    usage:
+      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--resume] [--json]',
+    options: {
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      out: { type: 'string' },
+      steps: { type: 'string' },
+      batch: { type: 'string' },
+      lr: { type: 'string' },
+      momentum: { type: 'string' },
+      'weight-decay': { type: 'string' },
+      warmup: { type: 'string' },
+      seed: { type: 'string' },
+      'no-augment': { type: 'boolean' },
+      limit: { type: 'string' },
+      'checkpoint-every': { type: 'string' },
+      config: { type: 'string' },
+      resume: { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    positionals: 1,
+    async run(v, pos) {
+      await runTrain(v, pos[0] as string);
     },
   },
   demo: {

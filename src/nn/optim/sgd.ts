@@ -74,6 +74,25 @@ export class SGD {
     });
   }
 
+  /** The momentum buffers (null before a parameter's first step), for checkpoints. */
+  buffers(): readonly (Tensor | null)[] {
+    return this.buf;
+  }
+
+  /** Restores momentum buffers and the step count saved from buffers() (the tensors are kept). */
+  loadBuffers(bufs: readonly (Tensor | null)[], step: number): void {
+    if (bufs.length !== this.params.length)
+      throw new Error(`SGD: ${bufs.length} buffers for ${this.params.length} parameters`);
+    bufs.forEach((b, i) => {
+      if (b && b.shape.join() !== (this.params[i] as Parameter).value.shape.join()) {
+        throw new Error(`SGD: momentum buffer ${i} has shape [${b.shape}], its parameter another`);
+      }
+      this.buf[i]?.dispose();
+      this.buf[i] = b ? keep(b) : null;
+    });
+    this.step = step;
+  }
+
   dispose(): void {
     for (const b of this.buf) b?.dispose();
   }

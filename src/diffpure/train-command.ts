@@ -1,0 +1,79 @@
+// `diffpure train classifier`: options, progress on stderr (a bar with loss and ETA on a TTY, a line every 10 steps
+// otherwise), and the run folder described in train/classifier.ts.
+
+import { readFileSync } from 'node:fs';
+import { CLASSIFIER_DEFAULTS, type TrainClassifierOptions, trainClassifier } from './train/classifier.js';
+
+type Values = Record<string, string | boolean | undefined>;
+
+function num(v: Values, name: string, dflt: number, check: (x: number) => boolean, what: string): number {
+  const raw = v[name];
+  if (raw === undefined) return dflt;
+  const x = Number(raw);
+  if (!Number.isFinite(x) || !check(x)) throw new Error(`--${name} must be ${what}, got '${raw}'`);
+  return x;
+}
+
+const int = (x: number) => Number.isInteger(x);
+
+export function classifierOptions(v: Values): TrainClassifierOptions {
+  if (v.data !== undefined && v.data !== 'fmnist')
+    throw new Error(`--data: only 'fmnist' is supported, got '${v.data}'`);
+  const d = CLASSIFIER_DEFAULTS;
+  let model = d.model;
+  if (typeof v.config === 'string') {
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(v.config, 'utf8'));
+    } catch (e) {
+      throw new Error(`--config '${v.config}': ${e instanceof Error ? e.message : e}`);
+    }
+    const known = ['depth', 'widen_factor', 'num_classes', 'dropRate'];
+    const bad = Object.keys(json).filter((k) => !known.includes(k));
+    if (bad.length)
+      throw new Error(`--config: unknown key(s) ${bad.join(', ')} (RobustBench WideResNet takes ${known.join(', ')})`);
+    model = { ...d.model, ...json, in_channels: 1 };
+  }
+  return {
+    out: typeof v.out === 'string' ? v.out : 'runs/classifier',
+    steps: num(v, 'steps', 1000, (x) => int(x) && x > 0, 'a positive integer'),
+    batch: num(v, 'batch', d.batch, (x) => int(x) && x > 0, 'a positive integer'),
+    lr: num(v, 'lr', d.lr, (x) => x > 0, 'a positive number'),
+    momentum: num(v, 'momentum', d.momentum, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    weightDecay: num(v, 'weight-decay', d.weightDecay, (x) => x >= 0, '>= 0'),
+    warmup: num(v, 'warmup', d.warmup, (x) => int(x) && x >= 0, 'a non-negative integer'),
+    seed: num(v, 'seed', d.seed, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)'),
+    augment: v['no-augment'] !== true,
+    limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
+    dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
+    checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
+    model,
+  };
+}
+
+export async function runTrain(v: Values, what: string): Promise<void> {
+  if (what !== 'classifier') {
+    throw new Error(`unknown target '${what}': 'classifier' is what this version trains (score models: not yet)`);
+  }
+  const o = classifierOptions(v);
+  const tty = process.stderr.isTTY;
+  process.stderr.write(
+    `training WRN-${o.model.depth}-${o.model.widen_factor} on Fashion-MNIST${o.limit ? ` (first ${o.limit} images)` : ''}, ` +
+      `${o.steps} steps of ${o.batch}, seed ${o.seed} -> ${o.out}${v.resume ? ' (resuming)' : ''}\n`,
+  );
+  let first = -1; // the step this process started from, for the ETA
+  trainClassifier(o, v.resume === true, (r) => {
+    if (first < 0) first = r.step - 1;
+    const eta = (r.seconds / (r.step - first)) * (r.steps - r.step);
+    const line = `step ${r.step}/${r.steps}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${r.seconds.toFixed(0)} s, ETA ${eta.toFixed(0)} s`;
+    if (v.json) console.log(JSON.stringify(r));
+    if (tty) {
+      const width = 30;
+      const done = Math.round((width * r.step) / r.steps);
+      process.stderr.write(`\r[${'#'.repeat(done)}${'.'.repeat(width - done)}] ${line}   `);
+      if (r.step === r.steps) process.stderr.write('\n');
+    } else if (r.step % 10 === 0 || r.step === r.steps) {
+      process.stderr.write(`${line}\n`);
+    }
+  });
+}

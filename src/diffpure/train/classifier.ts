@@ -1,0 +1,197 @@
+// Training a classifier (RobustBench's WideResNet layout) on Fashion-MNIST with SGD + Nesterov and a cosine schedule,
+// resumable bit for bit: the batches, augmentations and updates are pure functions of (seed, step), and a checkpoint
+// holds everything else (weights and BatchNorm statistics, momentum buffers, the step).
+//
+// Files in the output folder:
+//   checkpoint.safetensors  model.<key> (state dict, PyTorch keys) and momentum.<i> tensors; metadata: the step
+//   run.json                the options the run was started with (a resume must match them)
+//   log.jsonl               one line per step: step, loss, lr, seconds (lines past a checkpoint are dropped on resume)
+// Checkpoints are written to a temporary file and renamed, so a kill in the middle of writing one leaves the last.
+
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { backward } from '../../autograd/index.js';
+import { manualSeed } from '../../nn/init.js';
+import { readSafetensors, writeSafetensors } from '../../nn/io/index.js';
+import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
+import type { Parameter } from '../../nn/module.js';
+import { lrAt, SGD } from '../../nn/optim/index.js';
+import { dispose, fromArray, keep, onesLike, tidy } from '../../tensor/index.js';
+import { uniformAt } from '../../tensor/philox.js';
+import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
+import { RandomState } from '../data/numpy-random.js';
+import { crossEntropy } from './losses.js';
+
+export interface TrainClassifierOptions {
+  out: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  warmup: number;
+  seed: number;
+  /** Random crop (zero padding 2) and horizontal flip. */
+  augment: boolean;
+  /** Keep the first `limit` training images (a quick run). */
+  limit?: number;
+  dataDir: string;
+  checkpointEvery: number;
+  model: WideResNetOptions;
+}
+
+export const CLASSIFIER_DEFAULTS: Omit<TrainClassifierOptions, 'out' | 'steps'> = {
+  batch: 64,
+  lr: 0.1,
+  momentum: 0.9,
+  weightDecay: 5e-4,
+  warmup: 0,
+  seed: 0,
+  augment: true,
+  dataDir: FASHION_MNIST_DIR,
+  checkpointEvery: 100,
+  model: { depth: 16, widen_factor: 4, num_classes: 10, in_channels: 1 },
+};
+
+export interface StepReport {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  seconds: number;
+}
+
+/** The images of training step `step`: the epoch's permutation (NumPy's MT19937 from seed and epoch), sliced. */
+function batchIndices(n: number, batch: number, seed: number, step: number): number[] {
+  const perEpoch = Math.floor(n / batch);
+  if (perEpoch < 1) throw new Error(`train: batch ${batch} is larger than the ${n} training images`);
+  const epoch = Math.floor(step / perEpoch);
+  const k = step % perEpoch;
+  const perm = new RandomState((Math.imul(seed, 1000003) + epoch) >>> 0).permutation(n);
+  return perm.slice(k * batch, (k + 1) * batch);
+}
+
+/** Gathers a batch, with a random 2-pixel-padded crop and a horizontal flip per image when augmenting. */
+function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number, augment: boolean) {
+  const [, c, h, w] = d.shape;
+  const size = c * h * w;
+  const x = new Float32Array(idx.length * size);
+  const labels = idx.map((i) => d.labels[i] as number);
+  idx.forEach((src, b) => {
+    // three Philox draws per image, a stream per step: dy, dx in -2..2 and the flip
+    const u = (j: number) => uniformAt(seed, 1 + step, 3 * b + j);
+    const dy = augment ? Math.floor(u(0) * 5) - 2 : 0;
+    const dx = augment ? Math.floor(u(1) * 5) - 2 : 0;
+    const flip = augment && u(2) < 0.5;
+    for (let ch = 0; ch < c; ch++) {
+      for (let y = 0; y < h; y++) {
+        const sy = y + dy;
+        if (sy < 0 || sy >= h) continue;
+        for (let xo = 0; xo < w; xo++) {
+          const sx = (flip ? w - 1 - xo : xo) + dx;
+          if (sx < 0 || sx >= w) continue;
+          x[b * size + (ch * h + y) * w + xo] = d.images[src * size + (ch * h + sy) * w + sx] as number;
+        }
+      }
+    }
+  });
+  return { x: fromArray(x, [idx.length, c, h, w]), labels };
+}
+
+function trainable(net: WideResNet): Parameter[] {
+  return net
+    .namedSlots()
+    .filter(([, p]) => !p.isBuffer)
+    .map(([, p]) => p);
+}
+
+function saveCheckpoint(out: string, net: WideResNet, opt: SGD, step: number): void {
+  const tensors = new Map<string, { dtype: 'float32'; shape: number[]; data: Float32Array }>();
+  for (const [k, t] of net.stateDict())
+    tensors.set(`model.${k}`, { dtype: 'float32', shape: [...t.shape], data: t.dataSync() as Float32Array });
+  opt.buffers().forEach((b, i) => {
+    if (b) tensors.set(`momentum.${i}`, { dtype: 'float32', shape: [...b.shape], data: b.dataSync() as Float32Array });
+  });
+  const tmp = join(out, 'checkpoint.safetensors.tmp');
+  writeSafetensors(tmp, tensors, { step: String(step), format: 'diffpure-ts train classifier' });
+  renameSync(tmp, join(out, 'checkpoint.safetensors'));
+}
+
+/** Trains (or resumes) and returns the network; `report` sees every step. */
+export function trainClassifier(
+  o: TrainClassifierOptions,
+  resume: boolean,
+  report: (r: StepReport) => void = () => {},
+): WideResNet {
+  const data = loadMnistLike('train', o.dataDir, o.limit);
+  mkdirSync(o.out, { recursive: true });
+  const runPath = join(o.out, 'run.json');
+  const ckptPath = join(o.out, 'checkpoint.safetensors');
+  const logPath = join(o.out, 'log.jsonl');
+  const { steps: _s, out: _o, ...identity } = o; // what must match to resume (the step target and folder may change)
+  manualSeed(o.seed);
+  const net = new WideResNet(o.model);
+  net.train();
+  const params = trainable(net);
+  const opt = new SGD(params, { lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.momentum > 0 });
+  let start = 0;
+  if (resume && existsSync(ckptPath)) {
+    const saved = JSON.parse(readFileSync(runPath, 'utf8')) as typeof identity;
+    if (JSON.stringify(saved) !== JSON.stringify(identity)) {
+      throw new Error(`--resume: ${runPath} was started with other options: ${JSON.stringify(saved)}`);
+    }
+    const f = readSafetensors(ckptPath);
+    start = Number(f.metadata.step);
+    const model = new Map([...f.tensors].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v]));
+    net.loadStateDict(model);
+    opt.loadBuffers(
+      params.map((_, i) => {
+        const t = f.tensors.get(`momentum.${i}`);
+        return t ? fromArray(t.data as Float32Array, t.shape) : null;
+      }),
+      start,
+    );
+    // the log keeps the steps the checkpoint holds
+    const lines = existsSync(logPath) ? readFileSync(logPath, 'utf8').split('\n').filter(Boolean) : [];
+    writeFileSync(
+      logPath,
+      lines
+        .filter((l) => (JSON.parse(l) as StepReport).step <= start)
+        .map((l) => `${l}\n`)
+        .join(''),
+    );
+  } else {
+    writeFileSync(runPath, `${JSON.stringify(identity, null, 2)}\n`);
+    writeFileSync(logPath, '');
+  }
+  const t0 = performance.now();
+  for (let step = start; step < o.steps; step++) {
+    opt.lr = lrAt(o.lr, step, { kind: 'cosine', total: o.steps - o.warmup, warmup: o.warmup });
+    const idx = batchIndices(data.labels.length, o.batch, o.seed, step);
+    const loss = tidy(() => {
+      const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment);
+      for (const p of params) p.value.requiresGrad = true;
+      const l = crossEntropy(net.forward(x), labels);
+      const grads = backward(
+        [l],
+        [onesLike(l)],
+        params.map((p) => p.value),
+      );
+      opt.update(grads);
+      return keep(l);
+    });
+    const r = {
+      step: step + 1,
+      steps: o.steps,
+      loss: loss.dataSync()[0] as number,
+      lr: opt.lr,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    dispose(loss);
+    appendFileSync(logPath, `${JSON.stringify(r)}\n`);
+    report(r);
+    if ((step + 1) % o.checkpointEvery === 0 || step + 1 === o.steps) saveCheckpoint(o.out, net, opt, step + 1);
+  }
+  opt.dispose();
+  return net;
+}

@@ -1,0 +1,73 @@
+// `diffpure train classifier` end to end on Debian's Fashion-MNIST (installed by .ci/run): a tiny WRN-10-1 on the
+// first 256 images writes its checkpoint, run.json and log; a run killed with SIGKILL after a checkpoint and resumed
+// ends with the same checkpoint bytes as an uninterrupted one; bad options are named.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { FASHION_MNIST_DIR } from '../../src/diffpure/data/idx.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'train-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const cfg = join(dir, 'wrn.json');
+writeFileSync(cfg, JSON.stringify({ depth: 10, widen_factor: 1 }));
+const bin = join(process.cwd(), 'bin', 'diffpure.mjs');
+const args = (out: string, extra: string[] = []) => [
+  bin,
+  'train',
+  'classifier',
+  '--steps',
+  '24',
+  '--batch',
+  '16',
+  '--limit',
+  '256',
+  '--checkpoint-every',
+  '4',
+  '--config',
+  cfg,
+  '--out',
+  out,
+  ...extra,
+];
+
+describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () => {
+  test('kill -9 after a checkpoint, --resume: the same final weights as an uninterrupted run', async () => {
+    const a = join(dir, 'a');
+    const r = spawnSync(process.execPath, args(a), { encoding: 'utf8', timeout: 300_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const log = readFileSync(join(a, 'log.jsonl'), 'utf8').trim().split('\n');
+    expect(log).toHaveLength(24);
+    expect(JSON.parse(log[23] as string)).toMatchObject({ step: 24, steps: 24 });
+
+    const b = join(dir, 'b');
+    const child: ChildProcess = spawn(process.execPath, args(b), { stdio: 'ignore' });
+    const ckpt = join(b, 'checkpoint.safetensors');
+    const exited = new Promise((res) => child.on('exit', res));
+    for (let i = 0; i < 3000 && !existsSync(ckpt); i++) await new Promise((res) => setTimeout(res, 10));
+    child.kill('SIGKILL');
+    await exited;
+    expect(existsSync(ckpt)).toBe(true);
+    const killedAt = readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n').length;
+    expect(killedAt).toBeLessThan(24); // it was killed mid-run
+
+    const resumed = spawnSync(process.execPath, args(b, ['--resume']), { encoding: 'utf8', timeout: 300_000 });
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/resuming/);
+    expect(Buffer.compare(readFileSync(join(a, 'checkpoint.safetensors')), readFileSync(ckpt))).toBe(0);
+    expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n')).toHaveLength(24);
+  });
+
+  test('a resume with other options, and bad values, are refused by name', () => {
+    const a = join(dir, 'a');
+    const other = spawnSync(process.execPath, args(a, ['--resume', '--lr', '0.2']), { encoding: 'utf8' });
+    expect(other.status).toBe(1);
+    expect(other.stderr).toMatch(/--resume: .*run\.json was started with other options/);
+    const bad = spawnSync(process.execPath, [bin, 'train', 'classifier', '--batch', 'x'], { encoding: 'utf8' });
+    expect(bad.stderr).toMatch(/--batch must be a positive integer, got 'x'/);
+    const what = spawnSync(process.execPath, [bin, 'train', 'gan'], { encoding: 'utf8' });
+    expect(what.stderr).toMatch(/unknown target 'gan'/);
+  });
+});
