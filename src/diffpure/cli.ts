@@ -207,7 +207,7 @@ const commands: Record<string, Command> = {
     summary:
       'train a model with this framework: classifier (a RobustBench WideResNet on Fashion-MNIST, SGD + Nesterov, cosine lr), resumable',
     usage:
-      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--resume] [--json]',
+      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json)',
     options: {
       data: { type: 'string' },
       'data-dir': { type: 'string' },
@@ -224,6 +224,9 @@ const commands: Record<string, Command> = {
       'checkpoint-every': { type: 'string' },
       config: { type: 'string' },
       resume: { type: 'boolean' },
+      evaluate: { type: 'boolean' },
+      'no-eval': { type: 'boolean' },
+      'eval-limit': { type: 'string' },
       json: { type: 'boolean' },
     },
     positionals: 1,

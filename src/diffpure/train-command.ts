@@ -1,8 +1,16 @@
 // `diffpure train classifier`: options, progress on stderr (a bar with loss and ETA on a TTY, a line every 10 steps
 // otherwise), and the run folder described in train/classifier.ts.
 
-import { readFileSync } from 'node:fs';
-import { CLASSIFIER_DEFAULTS, type TrainClassifierOptions, trainClassifier } from './train/classifier.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadMnistLike } from './data/idx.js';
+import {
+  accuracy,
+  CLASSIFIER_DEFAULTS,
+  loadClassifierRun,
+  type TrainClassifierOptions,
+  trainClassifier,
+} from './train/classifier.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -56,6 +64,10 @@ export async function runTrain(v: Values, what: string): Promise<void> {
     throw new Error(`unknown target '${what}': 'classifier' is what this version trains (score models: not yet)`);
   }
   const o = classifierOptions(v);
+  if (v.evaluate) {
+    evaluate(o.out, v, o.dataDir);
+    return;
+  }
   const tty = process.stderr.isTTY;
   process.stderr.write(
     `training WRN-${o.model.depth}-${o.model.widen_factor} on Fashion-MNIST${o.limit ? ` (first ${o.limit} images)` : ''}, ` +
@@ -76,4 +88,21 @@ export async function runTrain(v: Values, what: string): Promise<void> {
       process.stderr.write(`${line}\n`);
     }
   });
+  if (v['no-eval'] !== true) evaluate(o.out, v, o.dataDir);
+}
+
+/** Test accuracy of a run folder's checkpoint on the first --eval-limit test images (all 10,000 by default). */
+function evaluate(out: string, v: Values, dataDir: string): void {
+  const limit =
+    v['eval-limit'] === undefined ? undefined : num(v, 'eval-limit', 0, (x) => int(x) && x > 0, 'a positive integer');
+  const { net, step } = loadClassifierRun(out);
+  const test = loadMnistLike('test', dataDir, limit);
+  const t0 = performance.now();
+  const acc = accuracy(net, test);
+  const metrics = { step, testAccuracy: acc, testImages: test.labels.length, seconds: (performance.now() - t0) / 1000 };
+  writeFileSync(join(out, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
+  if (v.json) console.log(JSON.stringify(metrics));
+  process.stderr.write(
+    `test accuracy ${(100 * acc).toFixed(2)}% on ${test.labels.length} images at step ${step} -> ${join(out, 'metrics.json')}\n`,
+  );
 }

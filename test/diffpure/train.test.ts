@@ -1,5 +1,5 @@
 // `diffpure train classifier` end to end on Debian's Fashion-MNIST (installed by .ci/run): a tiny WRN-10-1 on the
-// first 256 images writes its checkpoint, run.json and log; a run killed with SIGKILL after a checkpoint and resumed
+// first 256 images writes its checkpoint, run.json, log and test accuracy (metrics.json); a run killed with SIGKILL after a checkpoint and resumed
 // ends with the same checkpoint bytes as an uninterrupted one; bad options are named.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -28,6 +28,8 @@ const args = (out: string, extra: string[] = []) => [
   '4',
   '--config',
   cfg,
+  '--eval-limit',
+  '50',
   '--out',
   out,
   ...extra,
@@ -41,6 +43,10 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const log = readFileSync(join(a, 'log.jsonl'), 'utf8').trim().split('\n');
     expect(log).toHaveLength(24);
     expect(JSON.parse(log[23] as string)).toMatchObject({ step: 24, steps: 24 });
+    const metrics = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8'));
+    expect(metrics).toMatchObject({ step: 24, testImages: 50 });
+    expect(metrics.testAccuracy).toBeGreaterThanOrEqual(0);
+    expect(r.stderr).toMatch(/test accuracy [\d.]+% on 50 images at step 24/);
 
     const b = join(dir, 'b');
     const child: ChildProcess = spawn(process.execPath, args(b), { stdio: 'ignore' });

@@ -10,13 +10,13 @@
 
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { backward } from '../../autograd/index.js';
+import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed } from '../../nn/init.js';
 import { readSafetensors, writeSafetensors } from '../../nn/io/index.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
 import type { Parameter } from '../../nn/module.js';
 import { lrAt, SGD } from '../../nn/optim/index.js';
-import { dispose, fromArray, keep, onesLike, tidy } from '../../tensor/index.js';
+import { argmax, dispose, fromArray, keep, onesLike, tidy } from '../../tensor/index.js';
 import { uniformAt } from '../../tensor/philox.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
 import { RandomState } from '../data/numpy-random.js';
@@ -194,4 +194,40 @@ export function trainClassifier(
   }
   opt.dispose();
   return net;
+}
+
+/** Top-1 accuracy of `net` (eval mode: BatchNorm running statistics) on labelled images, in batches. */
+export function accuracy(net: WideResNet, d: LabelledImages, batch = 256): number {
+  const [n, c, h, w] = d.shape;
+  const size = c * h * w;
+  net.eval();
+  let correct = 0;
+  noGrad(() => {
+    for (let s = 0; s < n; s += batch) {
+      const e = Math.min(n, s + batch);
+      const pred = tidy(() =>
+        argmax(net.forward(fromArray(d.images.subarray(s * size, e * size), [e - s, c, h, w])), 1),
+      );
+      const p = pred.dataSync();
+      for (let i = 0; i < e - s; i++) if (p[i] === d.labels[s + i]) correct++;
+      pred.dispose();
+    }
+  });
+  return correct / n;
+}
+
+/** Loads a run folder's network from its checkpoint (weights and BatchNorm statistics). */
+export function loadClassifierRun(out: string): { net: WideResNet; step: number; options: Record<string, unknown> } {
+  const runPath = join(out, 'run.json');
+  const ckptPath = join(out, 'checkpoint.safetensors');
+  if (!existsSync(runPath) || !existsSync(ckptPath)) {
+    throw new Error(
+      `${out}: no run.json and checkpoint.safetensors here (is it a 'diffpure train classifier' folder?)`,
+    );
+  }
+  const options = JSON.parse(readFileSync(runPath, 'utf8')) as { model: WideResNetOptions } & Record<string, unknown>;
+  const f = readSafetensors(ckptPath);
+  const net = new WideResNet(options.model);
+  net.loadStateDict(new Map([...f.tensors].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v])));
+  return { net, step: Number(f.metadata.step), options };
 }
