@@ -2,25 +2,22 @@
 // resumable bit for bit: the batches, augmentations and updates are pure functions of (seed, step), and a checkpoint
 // holds everything else (weights and BatchNorm statistics, momentum buffers, the step).
 //
-// Files in the output folder:
-//   checkpoint.safetensors  model.<key> (state dict, PyTorch keys) and momentum.<i> tensors; metadata: the step
-//   run.json                the options the run was started with (a resume must match them)
-//   log.jsonl               one line per step: step, loss, lr, seconds (lines past a checkpoint are dropped on resume)
-// Checkpoints are written to a temporary file and renamed, so a kill in the middle of writing one leaves the last.
+// The run folder is described in run-folder.ts; the checkpoint holds model.<key> (the state dict, PyTorch keys) and
+// momentum.<i>, the log step, loss, lr and seconds; metrics.json the test accuracy (train-command.ts).
 
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed } from '../../nn/init.js';
-import { readSafetensors, writeSafetensors } from '../../nn/io/index.js';
+import { readSafetensors } from '../../nn/io/index.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
 import type { Parameter } from '../../nn/module.js';
 import { lrAt, SGD } from '../../nn/optim/index.js';
-import { argmax, dispose, fromArray, keep, onesLike, tidy } from '../../tensor/index.js';
+import { argmax, dispose, fromArray, keep, onesLike, type Tensor, tidy } from '../../tensor/index.js';
 import { uniformAt } from '../../tensor/philox.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
-import { RandomState } from '../data/numpy-random.js';
 import { crossEntropy } from './losses.js';
+import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
 
 export interface TrainClassifierOptions {
   out: string;
@@ -61,16 +58,6 @@ export interface StepReport {
   seconds: number;
 }
 
-/** The images of training step `step`: the epoch's permutation (NumPy's MT19937 from seed and epoch), sliced. */
-function batchIndices(n: number, batch: number, seed: number, step: number): number[] {
-  const perEpoch = Math.floor(n / batch);
-  if (perEpoch < 1) throw new Error(`train: batch ${batch} is larger than the ${n} training images`);
-  const epoch = Math.floor(step / perEpoch);
-  const k = step % perEpoch;
-  const perm = new RandomState((Math.imul(seed, 1000003) + epoch) >>> 0).permutation(n);
-  return perm.slice(k * batch, (k + 1) * batch);
-}
-
 /** Gathers a batch, with a random 2-pixel-padded crop and a horizontal flip per image when augmenting. */
 function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number, augment: boolean) {
   const [, c, h, w] = d.shape;
@@ -105,16 +92,13 @@ function trainable(net: WideResNet): Parameter[] {
     .map(([, p]) => p);
 }
 
-function saveCheckpoint(out: string, net: WideResNet, opt: SGD, step: number): void {
-  const tensors = new Map<string, { dtype: 'float32'; shape: number[]; data: Float32Array }>();
-  for (const [k, t] of net.stateDict())
-    tensors.set(`model.${k}`, { dtype: 'float32', shape: [...t.shape], data: t.dataSync() as Float32Array });
+function checkpointTensors(net: WideResNet, opt: SGD): Map<string, Tensor> {
+  const m = new Map<string, Tensor>();
+  for (const [k, t] of net.stateDict()) m.set(`model.${k}`, t);
   opt.buffers().forEach((b, i) => {
-    if (b) tensors.set(`momentum.${i}`, { dtype: 'float32', shape: [...b.shape], data: b.dataSync() as Float32Array });
+    if (b) m.set(`momentum.${i}`, b);
   });
-  const tmp = join(out, 'checkpoint.safetensors.tmp');
-  writeSafetensors(tmp, tensors, { step: String(step), format: 'diffpure-ts train classifier' });
-  renameSync(tmp, join(out, 'checkpoint.safetensors'));
+  return m;
 }
 
 /** Trains (or resumes) and returns the network; `report` sees every step. */
@@ -124,45 +108,24 @@ export function trainClassifier(
   report: (r: StepReport) => void = () => {},
 ): WideResNet {
   const data = loadMnistLike('train', o.dataDir, o.limit);
-  mkdirSync(o.out, { recursive: true });
-  const runPath = join(o.out, 'run.json');
-  const ckptPath = join(o.out, 'checkpoint.safetensors');
-  const logPath = join(o.out, 'log.jsonl');
   const { steps: _s, out: _o, ...identity } = o; // what must match to resume (the step target and folder may change)
   manualSeed(o.seed);
   const net = new WideResNet(o.model);
   net.train();
   const params = trainable(net);
   const opt = new SGD(params, { lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.momentum > 0 });
-  let start = 0;
-  if (resume && existsSync(ckptPath)) {
-    const saved = JSON.parse(readFileSync(runPath, 'utf8')) as typeof identity;
-    if (JSON.stringify(saved) !== JSON.stringify(identity)) {
-      throw new Error(`--resume: ${runPath} was started with other options: ${JSON.stringify(saved)}`);
-    }
-    const f = readSafetensors(ckptPath);
-    start = Number(f.metadata.step);
-    const model = new Map([...f.tensors].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v]));
-    net.loadStateDict(model);
+  const ckpt = openRun(o.out, identity, resume);
+  const start = ckpt?.step ?? 0;
+  if (ckpt) {
+    net.loadStateDict(withPrefix(ckpt.tensors, 'model'));
+    const mom = withPrefix(ckpt.tensors, 'momentum');
     opt.loadBuffers(
       params.map((_, i) => {
-        const t = f.tensors.get(`momentum.${i}`);
+        const t = mom.get(String(i));
         return t ? fromArray(t.data as Float32Array, t.shape) : null;
       }),
       start,
     );
-    // the log keeps the steps the checkpoint holds
-    const lines = existsSync(logPath) ? readFileSync(logPath, 'utf8').split('\n').filter(Boolean) : [];
-    writeFileSync(
-      logPath,
-      lines
-        .filter((l) => (JSON.parse(l) as StepReport).step <= start)
-        .map((l) => `${l}\n`)
-        .join(''),
-    );
-  } else {
-    writeFileSync(runPath, `${JSON.stringify(identity, null, 2)}\n`);
-    writeFileSync(logPath, '');
   }
   const t0 = performance.now();
   for (let step = start; step < o.steps; step++) {
@@ -188,9 +151,11 @@ export function trainClassifier(
       seconds: (performance.now() - t0) / 1000,
     };
     dispose(loss);
-    appendFileSync(logPath, `${JSON.stringify(r)}\n`);
+    appendLog(o.out, r);
     report(r);
-    if ((step + 1) % o.checkpointEvery === 0 || step + 1 === o.steps) saveCheckpoint(o.out, net, opt, step + 1);
+    if ((step + 1) % o.checkpointEvery === 0 || step + 1 === o.steps) {
+      saveCheckpoint(o.out, checkpointTensors(net, opt), step + 1, 'diffpure-ts train classifier');
+    }
   }
   opt.dispose();
   return net;
@@ -228,6 +193,6 @@ export function loadClassifierRun(out: string): { net: WideResNet; step: number;
   const options = JSON.parse(readFileSync(runPath, 'utf8')) as { model: WideResNetOptions } & Record<string, unknown>;
   const f = readSafetensors(ckptPath);
   const net = new WideResNet(options.model);
-  net.loadStateDict(new Map([...f.tensors].filter(([k]) => k.startsWith('model.')).map(([k, v]) => [k.slice(6), v])));
+  net.loadStateDict(withPrefix(f.tensors, 'model'));
   return { net, step: Number(f.metadata.step), options };
 }

@@ -87,6 +87,29 @@ export class Adam {
     });
   }
 
+  /** The first and second moment estimates, for checkpoints. */
+  moments(): { m: readonly Tensor[]; v: readonly Tensor[] } {
+    return { m: this.m, v: this.v };
+  }
+
+  /** Restores moments and the step count saved from moments() (the tensors are kept). */
+  loadMoments(m: readonly Tensor[], v: readonly Tensor[], step: number): void {
+    if (m.length !== this.params.length || v.length !== this.params.length) {
+      throw new Error(`Adam: ${m.length} / ${v.length} moments for ${this.params.length} parameters`);
+    }
+    for (let i = 0; i < m.length; i++) {
+      const shape = (this.params[i] as Parameter).value.shape.join();
+      if ((m[i] as Tensor).shape.join() !== shape || (v[i] as Tensor).shape.join() !== shape) {
+        throw new Error(`Adam: the moments of parameter ${i} do not have its shape [${shape}]`);
+      }
+      (this.m[i] as Tensor).dispose();
+      (this.v[i] as Tensor).dispose();
+      this.m[i] = keep(m[i] as Tensor);
+      this.v[i] = keep(v[i] as Tensor);
+    }
+    this.step = step;
+  }
+
   /** Frees the moment estimates. */
   dispose(): void {
     for (const t of [...this.m, ...this.v]) t.dispose();
