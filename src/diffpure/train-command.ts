@@ -11,6 +11,7 @@ import {
   type TrainClassifierOptions,
   trainClassifier,
 } from './train/classifier.js';
+import { SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -59,10 +60,41 @@ export function classifierOptions(v: Values): TrainClassifierOptions {
   };
 }
 
-export async function runTrain(v: Values, what: string): Promise<void> {
-  if (what !== 'classifier') {
-    throw new Error(`unknown target '${what}': 'classifier' is what this version trains (score models: not yet)`);
+export function scoreOptions(v: Values): TrainScoreOptions {
+  if (v.data !== undefined && v.data !== 'fmnist')
+    throw new Error(`--data: only 'fmnist' is supported, got '${v.data}'`);
+  const d = SCORE_DEFAULTS;
+  let config = d.config;
+  if (typeof v.config === 'string') {
+    try {
+      config = JSON.parse(readFileSync(v.config, 'utf8'));
+    } catch (e) {
+      throw new Error(`--config '${v.config}': ${e instanceof Error ? e.message : e}`);
+    }
+    if (!config.model || !config.data)
+      throw new Error(`--config '${v.config}': a score_sde config needs 'model' and 'data' sections`);
+    config.training ??= {};
   }
+  const power = v['t-power'] === undefined ? 1 : num(v, 't-power', 1, (x) => x >= 1, 'a number >= 1');
+  return {
+    out: typeof v.out === 'string' ? v.out : 'runs/score',
+    steps: num(v, 'steps', 1000, (x) => int(x) && x > 0, 'a positive integer'),
+    batch: num(v, 'batch', d.batch, (x) => int(x) && x > 0, 'a positive integer'),
+    lr: num(v, 'lr', d.lr, (x) => x > 0, 'a positive number'),
+    warmup: num(v, 'warmup', d.warmup, (x) => int(x) && x >= 0, 'a non-negative integer'),
+    gradClip: num(v, 'grad-clip', d.gradClip, (x) => x >= 0 || x === -1, '>= 0 (or -1 for none)'),
+    seed: num(v, 'seed', d.seed, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)'),
+    limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
+    dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
+    checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
+    timeSampling: power === 1 ? { kind: 'uniform' } : { kind: 'power', power },
+    config,
+  };
+}
+
+export async function runTrain(v: Values, what: string): Promise<void> {
+  if (what === 'score') return runScore(v);
+  if (what !== 'classifier') throw new Error(`unknown target '${what}': train 'classifier' or 'score'`);
   const o = classifierOptions(v);
   if (v.evaluate) {
     evaluate(o.out, v, o.dataDir);
@@ -105,4 +137,22 @@ function evaluate(out: string, v: Values, dataDir: string): void {
   process.stderr.write(
     `test accuracy ${(100 * acc).toFixed(2)}% on ${test.labels.length} images at step ${step} -> ${join(out, 'metrics.json')}\n`,
   );
+}
+
+function runScore(v: Values): void {
+  const o = scoreOptions(v);
+  const m = o.config.model as { nf?: number; ch_mult?: number[] };
+  process.stderr.write(
+    `training NCSN++ (nf ${m.nf}, ch_mult [${m.ch_mult}]) on Fashion-MNIST${o.limit ? ` (first ${o.limit} images)` : ''}, ` +
+      `${o.steps} steps of ${o.batch}, seed ${o.seed} -> ${o.out}${v.resume ? ' (resuming)' : ''}\n`,
+  );
+  let first = -1;
+  trainScore(o, v.resume === true, (r) => {
+    if (first < 0) first = r.step - 1;
+    const eta = (r.seconds / (r.step - first)) * (r.steps - r.step);
+    if (v.json) console.log(JSON.stringify(r));
+    const line = `step ${r.step}/${r.steps}  loss ${r.loss.toFixed(4)}  |g| ${r.gradNorm.toFixed(3)}  lr ${r.lr.toExponential(2)}  ${r.seconds.toFixed(0)} s, ETA ${eta.toFixed(0)} s`;
+    if (process.stderr.isTTY) process.stderr.write(`\r${line}   ${r.step === r.steps ? '\n' : ''}`);
+    else if (r.step % 10 === 0 || r.step === r.steps) process.stderr.write(`${line}\n`);
+  });
 }

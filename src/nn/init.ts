@@ -8,11 +8,21 @@ let seed = 0;
 let stream = 0;
 
 /** Restart the initialisation stream (torch.manual_seed's role for model construction). */
-export function manualSeed(s: number): void {
+export function manualSeed(s: number, startStream = 0): void {
   if (!Number.isSafeInteger(s) || s < 0)
     throw new Error(`manualSeed: seed must be a non-negative safe integer, got ${s}`);
+  if (!Number.isSafeInteger(startStream) || startStream < 0)
+    throw new Error(`manualSeed: startStream must be a non-negative safe integer, got ${startStream}`);
   seed = s;
-  stream = 0;
+  stream = startStream;
+}
+
+/**
+ * Where training step `step` draws its dropout masks: streams 2^40 + step * 2^16 onwards, far from the initialisers'
+ * (0, 1, 2, ...), so a resumed run draws the same masks as an uninterrupted one.
+ */
+export function seedTrainingStep(s: number, step: number): void {
+  manualSeed(s, 2 ** 40 + step * 2 ** 16);
 }
 
 /** The next (seed, stream) pair; dropout masks and initialisers draw from here. */

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
-import { manualSeed } from '../../nn/init.js';
+import { manualSeed, seedTrainingStep } from '../../nn/init.js';
 import { readSafetensors } from '../../nn/io/index.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
 import type { Parameter } from '../../nn/module.js';
@@ -130,6 +130,7 @@ export function trainClassifier(
   const t0 = performance.now();
   for (let step = start; step < o.steps; step++) {
     opt.lr = lrAt(o.lr, step, { kind: 'cosine', total: o.steps - o.warmup, warmup: o.warmup });
+    seedTrainingStep(o.seed, step); // dropout masks: a function of (seed, step)
     const idx = batchIndices(data.labels.length, o.batch, o.seed, step);
     const loss = tidy(() => {
       const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment);

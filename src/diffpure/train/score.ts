@@ -1,0 +1,206 @@
+// Training a score model (score_sde's NCSN++ / DDPM++) on Fashion-MNIST with score_sde's recipe: the continuous VP-SDE
+// DSM loss (losses.ts), Adam with a linear warm-up and gradient clipping by global norm (optimization_manager), an EMA
+// of the weights (ema.py, use_num_updates), data scaled to [-1, 1] when the config says `data.centered`, random
+// horizontal flips. Resumable bit for bit (run-folder.ts): the checkpoint holds model.<key>, ema.<i>, adam_m.<i>,
+// adam_v.<i>; every draw (batch order, flips, times, noise) is a pure function of (seed, step).
+
+import { backward } from '../../autograd/index.js';
+import { manualSeed, seedTrainingStep } from '../../nn/init.js';
+import { NCSNpp, ncsnppConfigFromJson, type ScoreSdeConfigJson } from '../../nn/models/ncsnpp.js';
+import type { Parameter } from '../../nn/module.js';
+import { Adam, clipGradNorm, Ema, lrAt } from '../../nn/optim/index.js';
+import { affine, dispose, fromArray, keep, onesLike, randomNormal, type Tensor, tidy } from '../../tensor/index.js';
+import { uniformAt } from '../../tensor/philox.js';
+import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
+import { dsmLoss, sampleTimes, type TimeSampling } from './losses.js';
+import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
+
+/** A small DDPM++ for 28x28x1 in score_sde's config format: 2 downsamplings (28 -> 14 -> 7), attention at 14. */
+export const FMNIST_DDPMPP: ScoreSdeConfigJson = {
+  training: { sde: 'vpsde', continuous: true, reduce_mean: true, likelihood_weighting: false },
+  data: { dataset: 'FashionMNIST', image_size: 28, centered: true, num_channels: 1, random_flip: true },
+  model: {
+    name: 'ncsnpp',
+    sigma_min: 0.01,
+    sigma_max: 50,
+    num_scales: 1000,
+    beta_min: 0.1,
+    beta_max: 20,
+    dropout: 0.1,
+    embedding_type: 'positional',
+    scale_by_sigma: false,
+    ema_rate: 0.9999,
+    normalization: 'GroupNorm',
+    nonlinearity: 'swish',
+    nf: 32,
+    ch_mult: [1, 2, 2],
+    num_res_blocks: 2,
+    attn_resolutions: [14],
+    resamp_with_conv: true,
+    conditional: true,
+    fir: false,
+    fir_kernel: [1, 3, 3, 1],
+    skip_rescale: true,
+    resblock_type: 'biggan',
+    progressive: 'none',
+    progressive_input: 'none',
+    progressive_combine: 'sum',
+    attention_type: 'ddpm',
+    init_scale: 0,
+    fourier_scale: 16,
+    conv_size: 3,
+  },
+};
+
+export interface TrainScoreOptions {
+  out: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  gradClip: number;
+  seed: number;
+  limit?: number;
+  dataDir: string;
+  checkpointEvery: number;
+  timeSampling: TimeSampling;
+  config: ScoreSdeConfigJson;
+}
+
+export const SCORE_DEFAULTS: Omit<TrainScoreOptions, 'out' | 'steps'> = {
+  batch: 64,
+  lr: 2e-4,
+  warmup: 5000,
+  gradClip: 1,
+  seed: 0,
+  dataDir: FASHION_MNIST_DIR,
+  checkpointEvery: 100,
+  timeSampling: { kind: 'uniform' },
+  config: FMNIST_DDPMPP,
+};
+
+// streams of the counter-based RNG, apart from each other for every step
+const FLIP_STREAM = 1 << 24;
+const TIME_STREAM = 2 << 24;
+const NOISE_STREAM = 3 << 24;
+
+function scoreBatch(d: LabelledImages, idx: number[], seed: number, step: number, flip: boolean, centered: boolean) {
+  const [, c, h, w] = d.shape;
+  const size = c * h * w;
+  const x = new Float32Array(idx.length * size);
+  idx.forEach((src, b) => {
+    const f = flip && uniformAt(seed, FLIP_STREAM + step, b) < 0.5;
+    for (let r = 0; r < c * h; r++) {
+      for (let xo = 0; xo < w; xo++) {
+        const v = d.images[src * size + r * w + (f ? w - 1 - xo : xo)] as number;
+        x[b * size + r * w + xo] = centered ? 2 * v - 1 : v; // score_sde's data scaler
+      }
+    }
+  });
+  return fromArray(x, [idx.length, c, h, w]);
+}
+
+export interface ScoreStepReport {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  seconds: number;
+}
+
+export function trainScore(
+  o: TrainScoreOptions,
+  resume: boolean,
+  report: (r: ScoreStepReport) => void = () => {},
+): NCSNpp {
+  const data = loadMnistLike('train', o.dataDir, o.limit);
+  const { steps: _s, out: _o, ...identity } = o;
+  manualSeed(o.seed);
+  const cfg = ncsnppConfigFromJson(o.config);
+  if (cfg.imageSize !== data.shape[2] || cfg.numChannels !== data.shape[1]) {
+    throw new Error(
+      `config: image_size ${cfg.imageSize} x num_channels ${cfg.numChannels} does not fit the data [${data.shape.slice(1)}]`,
+    );
+  }
+  const net = new NCSNpp(cfg);
+  net.train();
+  const params: Parameter[] = net
+    .namedSlots()
+    .filter(([, p]) => !p.isBuffer)
+    .map(([, p]) => p);
+  const opt = new Adam(params, { lr: o.lr });
+  const ema = new Ema(params, Number(o.config.model.ema_rate ?? 0.9999));
+  const ckpt = openRun(o.out, identity, resume);
+  const start = ckpt?.step ?? 0;
+  if (ckpt) {
+    net.loadStateDict(withPrefix(ckpt.tensors, 'model'));
+    const load = (prefix: string) =>
+      params.map((_, i) => {
+        const t = withPrefix(ckpt.tensors, prefix).get(String(i));
+        if (!t) throw new Error(`${o.out}: the checkpoint lacks ${prefix}.${i}`);
+        return fromArray(t.data as Float32Array, t.shape);
+      });
+    opt.loadMoments(load('adam_m'), load('adam_v'), start);
+    load('ema').forEach((t, i) => {
+      (ema.shadow[i] as Tensor).dispose();
+      ema.shadow[i] = keep(t);
+    });
+    ema.numUpdates = start;
+  }
+  const training = o.config.training as { reduce_mean?: boolean; likelihood_weighting?: boolean };
+  const centered = !!(o.config.data as { centered?: boolean }).centered;
+  const flip = (o.config.data as { random_flip?: boolean }).random_flip !== false;
+  const t0 = performance.now();
+  for (let step = start; step < o.steps; step++) {
+    opt.lr = lrAt(o.lr, step, { kind: 'constant', warmup: o.warmup });
+    seedTrainingStep(o.seed, step); // dropout masks: a function of (seed, step)
+    const idx = batchIndices(data.labels.length, o.batch, o.seed, step);
+    let gradNorm = 0;
+    const loss = tidy(() => {
+      const x0 = scoreBatch(data, idx, o.seed, step, flip, centered);
+      const t = sampleTimes(idx.length, o.seed, TIME_STREAM + step, 1e-5, o.timeSampling);
+      const z = randomNormal(x0.shape, { seed: o.seed, stream: NOISE_STREAM + step });
+      for (const p of params) p.value.requiresGrad = true;
+      const l = dsmLoss((x, labels) => net.forward(x, labels), x0, t, z, {
+        reduceMean: training.reduce_mean ?? true,
+        likelihoodWeighting: training.likelihood_weighting ?? true,
+      });
+      const grads = backward(
+        [l],
+        [onesLike(l)],
+        params.map((p) => p.value),
+      );
+      const clipped = o.gradClip >= 0 ? clipGradNorm(grads, o.gradClip) : { grads, totalNorm: Number.NaN };
+      gradNorm = clipped.totalNorm;
+      opt.update(clipped.grads);
+      ema.update();
+      return keep(affine(l, 1, 0));
+    });
+    const r = {
+      step: step + 1,
+      steps: o.steps,
+      loss: loss.dataSync()[0] as number,
+      lr: opt.lr,
+      gradNorm,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    dispose(loss);
+    appendLog(o.out, r);
+    report(r);
+    if ((step + 1) % o.checkpointEvery === 0 || step + 1 === o.steps) {
+      const m = new Map<string, Tensor>();
+      for (const [k, t] of net.stateDict()) m.set(`model.${k}`, t);
+      const { m: am, v: av } = opt.moments();
+      params.forEach((_, i) => {
+        m.set(`ema.${i}`, ema.shadow[i] as Tensor);
+        m.set(`adam_m.${i}`, am[i] as Tensor);
+        m.set(`adam_v.${i}`, av[i] as Tensor);
+      });
+      saveCheckpoint(o.out, m, step + 1, 'diffpure-ts train score');
+    }
+  }
+  opt.dispose();
+  ema.dispose();
+  return net;
+}
