@@ -43,6 +43,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const log = readFileSync(join(a, 'log.jsonl'), 'utf8').trim().split('\n');
     expect(log).toHaveLength(24);
     expect(JSON.parse(log[23] as string)).toMatchObject({ step: 24, steps: 24 });
+    expect(existsSync(join(a, 'loss.png'))).toBe(true);
     const metrics = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8'));
     expect(metrics).toMatchObject({ step: 24, testImages: 50 });
     expect(metrics.testAccuracy).toBeGreaterThanOrEqual(0);

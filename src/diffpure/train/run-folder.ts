@@ -2,6 +2,7 @@
 //   run.json                the options the run was started with (a resume must match them)
 //   checkpoint.safetensors  named tensors (weights, optimizer state, ...); metadata: the step
 //   log.jsonl               one JSON line per step (lines past the checkpoint are dropped on resume)
+//   loss.png                the loss curve, redrawn at every checkpoint
 // Batches are a pure function of (seed, step), so nothing else needs saving. Checkpoints go to a temporary file that
 // is then renamed: a kill while writing one leaves the previous one whole.
 
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { type HostTensor, readSafetensors, writeSafetensors } from '../../nn/io/index.js';
 import type { Tensor } from '../../tensor/index.js';
 import { RandomState } from '../data/numpy-random.js';
+import { lossCurve, writePng } from '../png.js';
 
 /** The images of training step `step`: the epoch's permutation (NumPy's MT19937 from seed and epoch), sliced. */
 export function batchIndices(n: number, batch: number, seed: number, step: number): number[] {
@@ -63,6 +65,19 @@ export function saveCheckpoint(out: string, tensors: Map<string, Tensor>, step: 
   const tmp = join(out, 'checkpoint.safetensors.tmp');
   writeSafetensors(tmp, host, { step: String(step), format });
   renameSync(tmp, join(out, 'checkpoint.safetensors'));
+  writeLossCurve(out);
+}
+
+/** loss.png in the run folder: the log's losses so far (see png.ts). */
+export function writeLossCurve(out: string): void {
+  const logPath = join(out, 'log.jsonl');
+  if (!existsSync(logPath)) return;
+  const losses = readFileSync(logPath, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { loss: number }).loss);
+  const { rgba, w, h } = lossCurve(losses);
+  writePng(join(out, 'loss.png'), rgba, w, h);
 }
 
 /** The tensors under `prefix.` of a checkpoint, with the prefix removed. */
