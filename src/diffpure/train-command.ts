@@ -87,6 +87,7 @@ export function scoreOptions(v: Values): TrainScoreOptions {
     limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
     dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
     checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
+    gridEvery: num(v, 'grid-every', d.gridEvery, (x) => int(x) && x > 0, 'a positive integer'),
     timeSampling: power === 1 ? { kind: 'uniform' } : { kind: 'power', power },
     config,
   };

@@ -140,6 +140,8 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
       .map((l) => JSON.parse(l));
     expect(log).toHaveLength(10);
     for (const l of log) expect(Number.isFinite(l.loss) && Number.isFinite(l.gradNorm)).toBe(true);
+    expect(existsSync(join(a, 'denoise.png'))).toBe(true);
+    expect(existsSync(join(a, 'loss.png'))).toBe(true);
 
     const b = join(dir, 'sb');
     const child: ChildProcess = spawn(process.execPath, sargs(b), { stdio: 'ignore' });

@@ -2,9 +2,11 @@
 // DSM loss (losses.ts), Adam with a linear warm-up and gradient clipping by global norm (optimization_manager), an EMA
 // of the weights (ema.py, use_num_updates), data scaled to [-1, 1] when the config says `data.centered`, random
 // horizontal flips. Resumable bit for bit (run-folder.ts): the checkpoint holds model.<key>, ema.<i>, adam_m.<i>,
-// adam_v.<i>; every draw (batch order, flips, times, noise) is a pure function of (seed, step).
+// adam_v.<i>; every draw (batch order, flips, times, noise) is a pure function of (seed, step). denoise.png shows
+// test images purified at t* = 0.1, 0.3, 0.5 with the EMA weights.
 
-import { backward } from '../../autograd/index.js';
+import { join } from 'node:path';
+import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed, seedTrainingStep } from '../../nn/init.js';
 import { NCSNpp, ncsnppConfigFromJson, type ScoreSdeConfigJson } from '../../nn/models/ncsnpp.js';
 import type { Parameter } from '../../nn/module.js';
@@ -12,6 +14,8 @@ import { Adam, clipGradNorm, Ema, lrAt } from '../../nn/optim/index.js';
 import { affine, dispose, fromArray, keep, onesLike, randomNormal, type Tensor, tidy } from '../../tensor/index.js';
 import { uniformAt } from '../../tensor/philox.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
+import { imageGrid, writePng } from '../png.js';
+import { purify } from '../purify.js';
 import { dsmLoss, sampleTimes, type TimeSampling } from './losses.js';
 import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
 
@@ -63,6 +67,8 @@ export interface TrainScoreOptions {
   limit?: number;
   dataDir: string;
   checkpointEvery: number;
+  /** Steps between denoising grids (at a checkpoint; and always at the end). */
+  gridEvery: number;
   timeSampling: TimeSampling;
   config: ScoreSdeConfigJson;
 }
@@ -75,6 +81,7 @@ export const SCORE_DEFAULTS: Omit<TrainScoreOptions, 'out' | 'steps'> = {
   seed: 0,
   dataDir: FASHION_MNIST_DIR,
   checkpointEvery: 100,
+  gridEvery: 1000,
   timeSampling: { kind: 'uniform' },
   config: FMNIST_DDPMPP,
 };
@@ -100,6 +107,55 @@ function scoreBatch(d: LabelledImages, idx: number[], seed: number, step: number
   return fromArray(x, [idx.length, c, h, w]);
 }
 
+/** t* of the rows of the denoising grid (DiffPure's CIFAR-10 setting is 0.1; Fashion-MNIST's eps 0.1 needs ~0.3). */
+export const GRID_TSTARS = [0.1, 0.3, 0.5] as const;
+
+/**
+ * denoise.png: 8 test images (top row), then each purified by DiffPure at t* = 0.1, 0.3, 0.5 (one row each) with
+ * the EMA weights, reverse Euler steps of `dt` (coarser than DiffPure's 1e-3, for a picture at every checkpoint).
+ */
+export function writeDenoisingGrid(
+  out: string,
+  net: NCSNpp,
+  params: readonly Parameter[],
+  shadow: readonly Tensor[],
+  test: LabelledImages,
+  seed: number,
+  dt = 0.01,
+): void {
+  const [, c, h, w] = test.shape;
+  const n = Math.min(8, test.labels.length);
+  const size = c * h * w;
+  const saved = params.map((p) => p.value);
+  params.forEach((p, i) => {
+    p.value = shadow[i] as Tensor;
+  });
+  net.eval();
+  try {
+    const x = fromArray(test.images.subarray(0, n * size), [n, c, h, w]);
+    const rows = [x.dataSync().slice()];
+    for (const tStar of GRID_TSTARS) {
+      const y = noGrad(() =>
+        purify(x, { model: (a, l) => net.forward(a, l), scoreType: 'score_sde', tStar, dt, seed }),
+      );
+      rows.push(y.dataSync().slice());
+      y.dispose();
+    }
+    x.dispose();
+    const all = new Float32Array(rows.length * n * size);
+    rows.forEach((r, i) => {
+      all.set(r, i * n * size);
+    });
+    const g = imageGrid(all, [rows.length * n, c, h, w], n, 3);
+    writePng(join(out, 'denoise.png'), g.rgba, g.w, g.h);
+  } finally {
+    params.forEach((p, i) => {
+      p.value = saved[i] as Tensor;
+    });
+    net.train();
+  }
+}
+
 export interface ScoreStepReport {
   step: number;
   steps: number;
@@ -115,7 +171,8 @@ export function trainScore(
   report: (r: ScoreStepReport) => void = () => {},
 ): NCSNpp {
   const data = loadMnistLike('train', o.dataDir, o.limit);
-  const { steps: _s, out: _o, ...identity } = o;
+  const test = loadMnistLike('test', o.dataDir, 8);
+  const { steps: _s, out: _o, gridEvery: _g, ...identity } = o;
   manualSeed(o.seed);
   const cfg = ncsnppConfigFromJson(o.config);
   if (cfg.imageSize !== data.shape[2] || cfg.numChannels !== data.shape[1]) {
@@ -198,6 +255,9 @@ export function trainScore(
         m.set(`adam_v.${i}`, av[i] as Tensor);
       });
       saveCheckpoint(o.out, m, step + 1, 'diffpure-ts train score');
+      if ((step + 1) % o.gridEvery === 0 || step + 1 === o.steps) {
+        writeDenoisingGrid(o.out, net, params, ema.shadow, test, o.seed);
+      }
     }
   }
   opt.dispose();
