@@ -7,6 +7,7 @@ import { loadMnistLike } from './data/idx.js';
 import {
   accuracy,
   CLASSIFIER_DEFAULTS,
+  exportClassifierRun,
   loadClassifierRun,
   type TrainClassifierOptions,
   trainClassifier,
@@ -99,6 +100,13 @@ export async function runTrain(v: Values, what: string): Promise<void> {
   const o = classifierOptions(v);
   if (v.evaluate) {
     evaluate(o.out, v, o.dataDir);
+    return;
+  }
+  if (typeof v.export === 'string') {
+    const r = exportClassifierRun(o.out, v.export);
+    process.stderr.write(
+      `${o.out} (step ${r.step}) -> ${v.export}: {'state_dict': ${r.tensors} tensors}, torch.save format\n`,
+    );
     return;
   }
   const tty = process.stderr.isTTY;

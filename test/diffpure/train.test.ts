@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { FASHION_MNIST_DIR } from '../../src/diffpure/data/idx.js';
+import { listTensors, loadTorchCheckpoint } from '../../src/nn/io/torch.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'train-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -48,6 +49,14 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     expect(metrics).toMatchObject({ step: 24, testImages: 50 });
     expect(metrics.testAccuracy).toBeGreaterThanOrEqual(0);
     expect(r.stderr).toMatch(/test accuracy [\d.]+% on 50 images at step 24/);
+    const pt = join(dir, 'a.pt');
+    const ex = spawnSync(process.execPath, [bin, 'train', 'classifier', '--out', a, '--config', cfg, '--export', pt], {
+      encoding: 'utf8',
+    });
+    expect(ex.status, ex.stderr).toBe(0);
+    const keys = listTensors(loadTorchCheckpoint(readFileSync(pt))).map(([k]) => k);
+    expect(keys).toContain('state_dict/conv1.weight');
+    expect(keys).toContain('state_dict/block1.layer.0.bn1.running_var');
 
     const b = join(dir, 'b');
     const child: ChildProcess = spawn(process.execPath, args(b), { stdio: 'ignore' });

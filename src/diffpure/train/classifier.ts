@@ -5,11 +5,12 @@
 // The run folder is described in run-folder.ts; the checkpoint holds model.<key> (the state dict, PyTorch keys) and
 // momentum.<i>, the log step, loss, lr and seconds; metrics.json the test accuracy (train-command.ts).
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed, seedTrainingStep } from '../../nn/init.js';
-import { readSafetensors } from '../../nn/io/index.js';
+import { type HostTensor, readSafetensors } from '../../nn/io/index.js';
+import { encodeTorchCheckpoint } from '../../nn/io/torch-write.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
 import type { Parameter } from '../../nn/module.js';
 import { lrAt, SGD } from '../../nn/optim/index.js';
@@ -196,4 +197,27 @@ export function loadClassifierRun(out: string): { net: WideResNet; step: number;
   const net = new WideResNet(options.model);
   net.loadStateDict(withPrefix(f.tensors, 'model'));
   return { net, step: Number(f.metadata.step), options };
+}
+
+/**
+ * Writes a run's network as RobustBench's checkpoint layout, {'state_dict': OrderedDict(PyTorch keys)}, in torch.save's
+ * zip format (src/nn/io/torch-write.ts): torch.load(path, weights_only=True) reads it, and RobustBench's WideResNet
+ * with in_channels 1 (and global pooling, see wrn.ts) loads it strictly.
+ */
+export function exportClassifierRun(out: string, path: string): { tensors: number; step: number } {
+  const { net, step } = loadClassifierRun(out);
+  const sd = new Map<string, HostTensor>();
+  for (const [k, t] of net.stateDict()) {
+    const data = t.dataSync();
+    // PyTorch's BatchNorm counter is an int64 buffer
+    sd.set(
+      k,
+      k.endsWith('num_batches_tracked')
+        ? { dtype: 'int64', shape: [...t.shape], data: Float64Array.from(data, Math.round) }
+        : { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(data) },
+    );
+  }
+  const stem = basename(path).replace(/\.[^.]*$/, '') || 'archive';
+  writeFileSync(path, encodeTorchCheckpoint({ state_dict: sd }, stem));
+  return { tensors: sd.size, step };
 }
