@@ -1,11 +1,11 @@
 // CIFAR-10's binary batches (src/diffpure/data/cifar10.ts) on small files in the same format that this test writes:
 // record order, plane order (R, G, B = NCHW), scaling to [0, 1], the five training batches in order, and the errors.
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { decodeCifar10Bin, loadCifar10 } from '../../src/diffpure/data/cifar10.js';
+import { decodeCifar10Bin, decodeCifar10Pickle, loadCifar10 } from '../../src/diffpure/data/cifar10.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cifar-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,7 +49,36 @@ describe('CIFAR-10 binary batches', () => {
     bad[0] = 42;
     expect(() => decodeCifar10Bin(bad, 'y.bin')).toThrow(/record 0 has label 42/);
     expect(() => loadCifar10('test', join(dir, 'nowhere'))).toThrow(
-      /test_batch\.bin not found.*cifar-10-binary\.tar\.gz/,
+      /no test_batch\.bin or test_batch in .*cifar-10-binary\.tar\.gz/,
+    );
+  });
+});
+
+describe('CIFAR-10 python batches (fixtures/cifar_py*_batch, written by cifar_py.py with NumPy)', () => {
+  const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+
+  test.each(['cifar_py2_batch', 'cifar_py3_batch'])('%s: images and labels as the binary reader gives them', (name) => {
+    const s = decodeCifar10Pickle(readFileSync(fixture(name)), name);
+    expect(s.shape).toEqual([3, 3, 32, 32]);
+    expect([...s.labels]).toEqual([7, 0, 9]);
+    // image k, channel c, pixel j = (11 k + 5 c + j) % 256 (cifar_py.py)
+    for (const [k, c, j] of [
+      [0, 0, 0],
+      [1, 2, 1000],
+      [2, 1, 1023],
+    ] as const) {
+      expect(s.images[k * 3072 + c * 1024 + j]).toBe(Math.fround(((11 * k + 5 * c + j) % 256) / 255));
+    }
+  });
+
+  test('a python-version folder loads as a split; a pickle of something else is named', () => {
+    const d = join(dir, 'py', 'cifar-10-batches-py');
+    mkdirSync(d, { recursive: true });
+    copyFileSync(fixture('cifar_py2_batch'), join(d, 'test_batch'));
+    expect(loadCifar10('test', join(dir, 'py')).labels.length).toBe(3);
+    const notCifar = new Uint8Array([0x80, 0x02, 0x4b, 0x05, 0x2e]); // pickle of the int 5
+    expect(() => decodeCifar10Pickle(notCifar, 'x')).toThrow(
+      /x: not a CIFAR-10 python batch \(the pickle holds no dict\)/,
     );
   });
 });
