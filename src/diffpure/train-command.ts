@@ -26,18 +26,21 @@ function num(v: Values, name: string, dflt: number, check: (x: number) => boolea
 
 const int = (x: number) => Number.isInteger(x);
 
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`--config '${path}': ${e instanceof Error ? e.message : e}`);
+  }
+}
+
 export function classifierOptions(v: Values): TrainClassifierOptions {
   if (v.data !== undefined && v.data !== 'fmnist')
     throw new Error(`--data: only 'fmnist' is supported, got '${v.data}'`);
   const d = CLASSIFIER_DEFAULTS;
   let model = d.model;
   if (typeof v.config === 'string') {
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(readFileSync(v.config, 'utf8'));
-    } catch (e) {
-      throw new Error(`--config '${v.config}': ${e instanceof Error ? e.message : e}`);
-    }
+    const json = readJson(v.config) as Record<string, unknown>;
     const known = ['depth', 'widen_factor', 'num_classes', 'dropRate'];
     const bad = Object.keys(json).filter((k) => !known.includes(k));
     if (bad.length)
@@ -67,11 +70,7 @@ export function scoreOptions(v: Values): TrainScoreOptions {
   const d = SCORE_DEFAULTS;
   let config = d.config;
   if (typeof v.config === 'string') {
-    try {
-      config = JSON.parse(readFileSync(v.config, 'utf8'));
-    } catch (e) {
-      throw new Error(`--config '${v.config}': ${e instanceof Error ? e.message : e}`);
-    }
+    config = readJson(v.config) as typeof config;
     if (!config.model || !config.data)
       throw new Error(`--config '${v.config}': a score_sde config needs 'model' and 'data' sections`);
     config.training ??= {};

@@ -36,6 +36,31 @@ const args = (out: string, extra: string[] = []) => [
   ...extra,
 ];
 
+/**
+ * Starts the run `argsFor(b)`, kills it with SIGKILL once its first checkpoint exists, resumes it, and expects the
+ * final checkpoint to equal the uninterrupted run's in folder `a` byte for byte.
+ */
+async function killAfterCheckpointThenResume(
+  argsFor: (out: string, extra?: string[]) => string[],
+  a: string,
+  b: string,
+  steps: number,
+): Promise<void> {
+  const child: ChildProcess = spawn(process.execPath, argsFor(b), { stdio: 'ignore' });
+  const ckpt = join(b, 'checkpoint.safetensors');
+  const exited = new Promise((res) => child.on('exit', res));
+  for (let i = 0; i < 6000 && !existsSync(ckpt); i++) await new Promise((res) => setTimeout(res, 10));
+  child.kill('SIGKILL');
+  await exited;
+  expect(existsSync(ckpt)).toBe(true);
+  expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n').length).toBeLessThan(steps); // killed mid-run
+  const resumed = spawnSync(process.execPath, argsFor(b, ['--resume']), { encoding: 'utf8', timeout: 300_000 });
+  expect(resumed.status, resumed.stderr).toBe(0);
+  expect(resumed.stderr).toMatch(/resuming/);
+  expect(Buffer.compare(readFileSync(join(a, 'checkpoint.safetensors')), readFileSync(ckpt))).toBe(0);
+  expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n')).toHaveLength(steps);
+}
+
 describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () => {
   test('kill -9 after a checkpoint, --resume: the same final weights as an uninterrupted run', async () => {
     const a = join(dir, 'a');
@@ -59,21 +84,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     expect(keys).toContain('state_dict/block1.layer.0.bn1.running_var');
 
     const b = join(dir, 'b');
-    const child: ChildProcess = spawn(process.execPath, args(b), { stdio: 'ignore' });
-    const ckpt = join(b, 'checkpoint.safetensors');
-    const exited = new Promise((res) => child.on('exit', res));
-    for (let i = 0; i < 3000 && !existsSync(ckpt); i++) await new Promise((res) => setTimeout(res, 10));
-    child.kill('SIGKILL');
-    await exited;
-    expect(existsSync(ckpt)).toBe(true);
-    const killedAt = readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n').length;
-    expect(killedAt).toBeLessThan(24); // it was killed mid-run
-
-    const resumed = spawnSync(process.execPath, args(b, ['--resume']), { encoding: 'utf8', timeout: 300_000 });
-    expect(resumed.status, resumed.stderr).toBe(0);
-    expect(resumed.stderr).toMatch(/resuming/);
-    expect(Buffer.compare(readFileSync(join(a, 'checkpoint.safetensors')), readFileSync(ckpt))).toBe(0);
-    expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n')).toHaveLength(24);
+    await killAfterCheckpointThenResume(args, a, b, 24);
   });
 
   test('a resume with other options, and bad values, are refused by name', () => {
@@ -152,16 +163,6 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
     expect(existsSync(join(a, 'denoise.png'))).toBe(true);
     expect(existsSync(join(a, 'loss.png'))).toBe(true);
 
-    const b = join(dir, 'sb');
-    const child: ChildProcess = spawn(process.execPath, sargs(b), { stdio: 'ignore' });
-    const ckpt = join(b, 'checkpoint.safetensors');
-    const exited = new Promise((res) => child.on('exit', res));
-    for (let i = 0; i < 6000 && !existsSync(ckpt); i++) await new Promise((res) => setTimeout(res, 10));
-    child.kill('SIGKILL');
-    await exited;
-    expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n').length).toBeLessThan(10);
-    const resumed = spawnSync(process.execPath, sargs(b, ['--resume']), { encoding: 'utf8', timeout: 300_000 });
-    expect(resumed.status, resumed.stderr).toBe(0);
-    expect(Buffer.compare(readFileSync(join(a, 'checkpoint.safetensors')), readFileSync(ckpt))).toBe(0);
+    await killAfterCheckpointThenResume(sargs, a, join(dir, 'sb'), 10);
   });
 });

@@ -8,7 +8,12 @@
 import { join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed, seedTrainingStep } from '../../nn/init.js';
-import { NCSNpp, ncsnppConfigFromJson, type ScoreSdeConfigJson } from '../../nn/models/ncsnpp.js';
+import {
+  DDPMPP_CIFAR10_DEEP_CONTINUOUS,
+  NCSNpp,
+  ncsnppConfigFromJson,
+  type ScoreSdeConfigJson,
+} from '../../nn/models/ncsnpp.js';
 import type { Parameter } from '../../nn/module.js';
 import { Adam, clipGradNorm, Ema, lrAt } from '../../nn/optim/index.js';
 import { affine, dispose, fromArray, keep, onesLike, randomNormal, type Tensor, tidy } from '../../tensor/index.js';
@@ -19,40 +24,19 @@ import { purify } from '../purify.js';
 import { dsmLoss, sampleTimes, type TimeSampling } from './losses.js';
 import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
 
-/** A small DDPM++ for 28x28x1 in score_sde's config format: 2 downsamplings (28 -> 14 -> 7), attention at 14. */
+/**
+ * A small DDPM++ for 28x28x1 in score_sde's config format: DiffPure's CIFAR-10 DDPM++ with nf 32, ch_mult (1, 2, 2)
+ * (28 -> 14 -> 7), 2 blocks, attention at 14, and score_sde's DDPM++ training flags.
+ */
 export const FMNIST_DDPMPP: ScoreSdeConfigJson = {
   training: { sde: 'vpsde', continuous: true, reduce_mean: true, likelihood_weighting: false },
   data: { dataset: 'FashionMNIST', image_size: 28, centered: true, num_channels: 1, random_flip: true },
   model: {
-    name: 'ncsnpp',
-    sigma_min: 0.01,
-    sigma_max: 50,
-    num_scales: 1000,
-    beta_min: 0.1,
-    beta_max: 20,
-    dropout: 0.1,
-    embedding_type: 'positional',
-    scale_by_sigma: false,
-    ema_rate: 0.9999,
-    normalization: 'GroupNorm',
-    nonlinearity: 'swish',
+    ...DDPMPP_CIFAR10_DEEP_CONTINUOUS.model,
     nf: 32,
     ch_mult: [1, 2, 2],
     num_res_blocks: 2,
     attn_resolutions: [14],
-    resamp_with_conv: true,
-    conditional: true,
-    fir: false,
-    fir_kernel: [1, 3, 3, 1],
-    skip_rescale: true,
-    resblock_type: 'biggan',
-    progressive: 'none',
-    progressive_input: 'none',
-    progressive_combine: 'sum',
-    attention_type: 'ddpm',
-    init_scale: 0,
-    fourier_scale: 16,
-    conv_size: 3,
   },
 };
 
