@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     setupFiles: ['test/setup/fast-check-seed.ts'],
+    globalSetup: ['test/setup/build-dist.ts'],
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 120_000,
