@@ -207,7 +207,7 @@ const commands: Record<string, Command> = {
     summary:
       'train with this framework, resumably: classifier (RobustBench WideResNet on Fashion-MNIST) or score (score_sde NCSN++, its DSM loss and EMA)',
     usage:
-      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json); diffpure train classifier --export model.pt --out DIR (RobustBench state_dict layout, torch.save format); diffpure train score [--config score_sde.json] [--steps] [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed] [--limit] [--out runs/score] [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]',
+      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json); diffpure train classifier --export model.pt --out DIR (RobustBench state_dict layout, torch.save format); diffpure train classifier --ship weights/x.safetensors --out DIR (weights and a manifest x.json); diffpure train score [--config score_sde.json] [--steps] [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed] [--limit] [--out runs/score] [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]',
     options: {
       data: { type: 'string' },
       'data-dir': { type: 'string' },
@@ -226,6 +226,7 @@ const commands: Record<string, Command> = {
       resume: { type: 'boolean' },
       evaluate: { type: 'boolean' },
       export: { type: 'string' },
+      ship: { type: 'string' },
       'grad-clip': { type: 'string' },
       't-power': { type: 'string' },
       'grid-every': { type: 'string' },

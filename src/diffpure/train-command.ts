@@ -12,6 +12,7 @@ import {
   type TrainClassifierOptions,
   trainClassifier,
 } from './train/classifier.js';
+import { writeShipped } from './train/manifest.js';
 import { SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -99,6 +100,17 @@ export async function runTrain(v: Values, what: string): Promise<void> {
   const o = classifierOptions(v);
   if (v.evaluate) {
     evaluate(o.out, v, o.dataDir);
+    return;
+  }
+  if (typeof v.ship === 'string') {
+    const { net, step } = loadClassifierRun(o.out);
+    const r = writeShipped(o.out, net, v.ship, {
+      kind: 'classifier',
+      data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
+    });
+    process.stderr.write(
+      `${o.out} (step ${step}) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...) and ${r.manifestPath}\n`,
+    );
     return;
   }
   if (typeof v.export === 'string') {

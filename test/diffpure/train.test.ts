@@ -3,11 +3,13 @@
 // ends with the same checkpoint bytes as an uninterrupted one; bad options are named.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { FASHION_MNIST_DIR } from '../../src/diffpure/data/idx.js';
+import { trainingSeconds } from '../../src/diffpure/train/manifest.js';
 import { listTensors, loadTorchCheckpoint } from '../../src/nn/io/torch.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'train-'));
@@ -82,6 +84,17 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const keys = listTensors(loadTorchCheckpoint(readFileSync(pt))).map(([k]) => k);
     expect(keys).toContain('state_dict/conv1.weight');
     expect(keys).toContain('state_dict/block1.layer.0.bn1.running_var');
+
+    const shipped = join(dir, 'clf.safetensors');
+    const sh = spawnSync(
+      process.execPath,
+      [bin, 'train', 'classifier', '--out', a, '--config', cfg, '--ship', shipped],
+      { encoding: 'utf8' },
+    );
+    expect(sh.status, sh.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'clf.json'), 'utf8'));
+    expect(manifest.sha256).toBe(createHash('sha256').update(readFileSync(shipped)).digest('hex'));
+    expect(manifest).toMatchObject({ steps: 24, metrics: { testImages: 50 }, run: { batch: 16 } });
 
     const b = join(dir, 'b');
     await killAfterCheckpointThenResume(args, a, b, 24);
@@ -165,4 +178,9 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
 
     await killAfterCheckpointThenResume(sargs, a, join(dir, 'sb'), 10);
   });
+});
+
+test('training seconds add up the segments of a resumed log', () => {
+  expect(trainingSeconds([{ seconds: 1 }, { seconds: 2 }, { seconds: 0.5 }, { seconds: 3 }])).toBe(5);
+  expect(trainingSeconds([])).toBe(0);
 });

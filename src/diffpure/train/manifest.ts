@@ -1,0 +1,55 @@
+// Shipping a trained run: its network as safetensors (PyTorch state-dict keys) beside a manifest JSON that says what
+// it is and how it was made: data, options, steps, training seconds and machine, the last losses, the metrics, and the
+// sha256 of the weights file.
+
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { type HostTensor, writeSafetensors } from '../../nn/io/index.js';
+import type { Module } from '../../nn/module.js';
+
+/** Training seconds in a log whose `seconds` restart at every resume: the sum of each segment's last value. */
+export function trainingSeconds(log: readonly { seconds: number }[]): number {
+  let total = 0;
+  let prev = 0;
+  for (const r of log) {
+    if (r.seconds < prev) total += prev; // a new process started here
+    prev = r.seconds;
+  }
+  return total + prev;
+}
+
+/** Writes `net`'s state dict to `weightsPath` (safetensors) and `<weightsPath minus .safetensors>.json`. */
+export function writeShipped(
+  runDir: string,
+  net: Module,
+  weightsPath: string,
+  extra: Record<string, unknown>,
+): { manifestPath: string; sha256: string } {
+  const sd = new Map<string, HostTensor>();
+  for (const [k, t] of net.stateDict())
+    sd.set(k, { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) });
+  writeSafetensors(weightsPath, sd, { format: 'pt', source: 'diffpure-ts train' });
+  const sha256 = createHash('sha256').update(readFileSync(weightsPath)).digest('hex');
+  const log = readFileSync(join(runDir, 'log.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number });
+  const metricsPath = join(runDir, 'metrics.json');
+  const manifest = {
+    weights: weightsPath.split('/').pop(),
+    sha256,
+    parameters: [...sd.values()].reduce((a, t) => a + t.data.length, 0),
+    run: JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')),
+    steps: log.at(-1)?.step ?? 0,
+    trainingSeconds: Math.round(trainingSeconds(log)),
+    lastLosses: log.slice(-10).map((r) => r.loss),
+    metrics: existsSync(metricsPath) ? JSON.parse(readFileSync(metricsPath, 'utf8')) : null,
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version },
+    ...extra,
+  };
+  const manifestPath = `${weightsPath.replace(/\.safetensors$/, '')}.json`;
+  writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+  return { manifestPath, sha256 };
+}
