@@ -13,7 +13,7 @@ import {
   trainClassifier,
 } from './train/classifier.js';
 import { writeShipped } from './train/manifest.js';
-import { SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
+import { loadScoreRun, SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -161,6 +161,18 @@ function evaluate(out: string, v: Values, dataDir: string): void {
 
 function runScore(v: Values): void {
   const o = scoreOptions(v);
+  if (typeof v.ship === 'string') {
+    const { net, step } = loadScoreRun(o.out, 'ema');
+    const r = writeShipped(o.out, net, v.ship, {
+      kind: 'score',
+      weights: 'EMA',
+      data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
+    });
+    process.stderr.write(
+      `${o.out} (step ${step}, EMA) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...) and ${r.manifestPath}\n`,
+    );
+    return;
+  }
   const m = o.config.model as { nf?: number; ch_mult?: number[] };
   process.stderr.write(
     `training NCSN++ (nf ${m.nf}, ch_mult [${m.ch_mult}]) on Fashion-MNIST${o.limit ? ` (first ${o.limit} images)` : ''}, ` +

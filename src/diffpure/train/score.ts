@@ -5,9 +5,11 @@
 // adam_v.<i>; every draw (batch order, flips, times, noise) is a pure function of (seed, step). denoise.png shows
 // test images purified at t* = 0.1, 0.3, 0.5 with the EMA weights.
 
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
 import { manualSeed, seedTrainingStep } from '../../nn/init.js';
+import { readSafetensors } from '../../nn/io/index.js';
 import {
   DDPMPP_CIFAR10_DEEP_CONTINUOUS,
   NCSNpp,
@@ -247,4 +249,35 @@ export function trainScore(
   opt.dispose();
   ema.dispose();
   return net;
+}
+
+/**
+ * A score run's network with its EMA weights (what score_sde saves as 'ema' and DiffPure purifies with), from the
+ * run folder's run.json and checkpoint.
+ */
+export function loadScoreRun(out: string, which: 'ema' | 'model' = 'ema'): { net: NCSNpp; step: number } {
+  const runPath = join(out, 'run.json');
+  const ckptPath = join(out, 'checkpoint.safetensors');
+  if (!existsSync(runPath) || !existsSync(ckptPath)) {
+    throw new Error(`${out}: no run.json and checkpoint.safetensors here (is it a 'diffpure train score' folder?)`);
+  }
+  const options = JSON.parse(readFileSync(runPath, 'utf8')) as { config: ScoreSdeConfigJson };
+  const f = readSafetensors(ckptPath);
+  const net = new NCSNpp(ncsnppConfigFromJson(options.config));
+  net.loadStateDict(withPrefix(f.tensors, 'model'));
+  if (which === 'ema') {
+    const ema = withPrefix(f.tensors, 'ema');
+    net
+      .namedSlots()
+      .filter(([, p]) => !p.isBuffer)
+      .forEach(([key, p], i) => {
+        const t = ema.get(String(i));
+        if (!t) throw new Error(`${ckptPath}: no ema.${i} for ${key}`);
+        const old = p.value;
+        p.value = keep(fromArray(t.data as Float32Array, t.shape));
+        old.dispose();
+      });
+  }
+  net.eval();
+  return { net, step: Number(f.metadata.step) };
 }
