@@ -165,7 +165,7 @@ function runScore(v: Values): void {
     const { net, step } = loadScoreRun(o.out, 'ema');
     const r = writeShipped(o.out, net, v.ship, {
       kind: 'score',
-      weights: 'EMA',
+      parameterSet: 'EMA (score_sde ema)',
       data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
     });
     process.stderr.write(
