@@ -215,10 +215,7 @@ function main(): void {
     const batch = batches[model] as number;
     const s = setup(model, batch);
     s.net.train();
-    const params = s.net
-      .namedSlots()
-      .filter(([, p]) => !p.isBuffer)
-      .map(([, p]) => p);
+    const params = s.net.parameterSlots();
     const opt = new Adam(params, { lr: 1e-4 });
     const macs = countMacs(() => trainStep(s, params, opt));
     const flops = 2 * macs;

@@ -35,10 +35,28 @@ function readJson(path: string): unknown {
   }
 }
 
-export function classifierOptions(v: Values): TrainClassifierOptions {
+/** The options both targets share: data, run folder, steps, batch, seed, image limit, checkpoints. */
+function commonOptions(
+  v: Values,
+  d: { batch: number; seed: number; dataDir: string; checkpointEvery: number },
+  out: string,
+) {
   if (v.data !== undefined && v.data !== 'fmnist')
     throw new Error(`--data: only 'fmnist' is supported, got '${v.data}'`);
+  return {
+    out: typeof v.out === 'string' ? v.out : out,
+    steps: num(v, 'steps', 1000, (x) => int(x) && x > 0, 'a positive integer'),
+    batch: num(v, 'batch', d.batch, (x) => int(x) && x > 0, 'a positive integer'),
+    seed: num(v, 'seed', d.seed, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)'),
+    limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
+    dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
+    checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
+  };
+}
+
+export function classifierOptions(v: Values): TrainClassifierOptions {
   const d = CLASSIFIER_DEFAULTS;
+  const common = commonOptions(v, d, 'runs/classifier');
   let model = d.model;
   if (typeof v.config === 'string') {
     const json = readJson(v.config) as Record<string, unknown>;
@@ -49,26 +67,19 @@ export function classifierOptions(v: Values): TrainClassifierOptions {
     model = { ...d.model, ...json, in_channels: 1 };
   }
   return {
-    out: typeof v.out === 'string' ? v.out : 'runs/classifier',
-    steps: num(v, 'steps', 1000, (x) => int(x) && x > 0, 'a positive integer'),
-    batch: num(v, 'batch', d.batch, (x) => int(x) && x > 0, 'a positive integer'),
+    ...common,
     lr: num(v, 'lr', d.lr, (x) => x > 0, 'a positive number'),
     momentum: num(v, 'momentum', d.momentum, (x) => x >= 0 && x < 1, 'in [0, 1)'),
     weightDecay: num(v, 'weight-decay', d.weightDecay, (x) => x >= 0, '>= 0'),
     warmup: num(v, 'warmup', d.warmup, (x) => int(x) && x >= 0, 'a non-negative integer'),
-    seed: num(v, 'seed', d.seed, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)'),
     augment: v['no-augment'] !== true,
-    limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
-    dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
-    checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
     model,
   };
 }
 
 export function scoreOptions(v: Values): TrainScoreOptions {
-  if (v.data !== undefined && v.data !== 'fmnist')
-    throw new Error(`--data: only 'fmnist' is supported, got '${v.data}'`);
   const d = SCORE_DEFAULTS;
+  const common = commonOptions(v, d, 'runs/score');
   let config = d.config;
   if (typeof v.config === 'string') {
     config = readJson(v.config) as typeof config;
@@ -78,16 +89,10 @@ export function scoreOptions(v: Values): TrainScoreOptions {
   }
   const power = v['t-power'] === undefined ? 1 : num(v, 't-power', 1, (x) => x >= 1, 'a number >= 1');
   return {
-    out: typeof v.out === 'string' ? v.out : 'runs/score',
-    steps: num(v, 'steps', 1000, (x) => int(x) && x > 0, 'a positive integer'),
-    batch: num(v, 'batch', d.batch, (x) => int(x) && x > 0, 'a positive integer'),
+    ...common,
     lr: num(v, 'lr', d.lr, (x) => x > 0, 'a positive number'),
     warmup: num(v, 'warmup', d.warmup, (x) => int(x) && x >= 0, 'a non-negative integer'),
     gradClip: num(v, 'grad-clip', d.gradClip, (x) => x >= 0 || x === -1, '>= 0 (or -1 for none)'),
-    seed: num(v, 'seed', d.seed, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)'),
-    limit: v.limit === undefined ? undefined : num(v, 'limit', 0, (x) => int(x) && x > 0, 'a positive integer'),
-    dataDir: typeof v['data-dir'] === 'string' ? v['data-dir'] : d.dataDir,
-    checkpointEvery: num(v, 'checkpoint-every', d.checkpointEvery, (x) => int(x) && x > 0, 'a positive integer'),
     gridEvery: num(v, 'grid-every', d.gridEvery, (x) => int(x) && x > 0, 'a positive integer'),
     timeSampling: power === 1 ? { kind: 'uniform' } : { kind: 'power', power },
     config,

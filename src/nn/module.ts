@@ -72,6 +72,13 @@ export abstract class Module {
     return out;
   }
 
+  /** The trainable parameter slots (not buffers), in the order of model.named_parameters(): what optimizers update. */
+  parameterSlots(): Parameter[] {
+    return this.namedSlots()
+      .filter(([, p]) => !p.isBuffer)
+      .map(([, p]) => p);
+  }
+
   /** Trainable parameters with their keys, in the order of model.named_parameters(). */
   namedParameters(): [string, Tensor][] {
     const out: [string, Tensor][] = [];

@@ -12,7 +12,6 @@ import { manualSeed, seedTrainingStep } from '../../nn/init.js';
 import { type HostTensor, readSafetensors } from '../../nn/io/index.js';
 import { encodeTorchCheckpoint } from '../../nn/io/torch-write.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
-import type { Parameter } from '../../nn/module.js';
 import { lrAt, SGD } from '../../nn/optim/index.js';
 import { argmax, dispose, fromArray, keep, onesLike, type Tensor, tidy } from '../../tensor/index.js';
 import { uniformAt } from '../../tensor/philox.js';
@@ -87,13 +86,6 @@ function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number,
   return { x: fromArray(x, [idx.length, c, h, w]), labels };
 }
 
-function trainable(net: WideResNet): Parameter[] {
-  return net
-    .namedSlots()
-    .filter(([, p]) => !p.isBuffer)
-    .map(([, p]) => p);
-}
-
 function checkpointTensors(net: WideResNet, opt: SGD): Map<string, Tensor> {
   const m = new Map<string, Tensor>();
   for (const [k, t] of net.stateDict()) m.set(`model.${k}`, t);
@@ -114,7 +106,7 @@ export function trainClassifier(
   manualSeed(o.seed);
   const net = new WideResNet(o.model);
   net.train();
-  const params = trainable(net);
+  const params = net.parameterSlots();
   const opt = new SGD(params, { lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.momentum > 0 });
   const ckpt = openRun(o.out, identity, resume);
   const start = ckpt?.step ?? 0;

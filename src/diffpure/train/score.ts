@@ -168,10 +168,7 @@ export function trainScore(
   }
   const net = new NCSNpp(cfg);
   net.train();
-  const params: Parameter[] = net
-    .namedSlots()
-    .filter(([, p]) => !p.isBuffer)
-    .map(([, p]) => p);
+  const params = net.parameterSlots();
   const opt = new Adam(params, { lr: o.lr });
   const ema = new Ema(params, Number(o.config.model.ema_rate ?? 0.9999));
   const ckpt = openRun(o.out, identity, resume);
@@ -267,16 +264,13 @@ export function loadScoreRun(out: string, which: 'ema' | 'model' = 'ema'): { net
   net.loadStateDict(withPrefix(f.tensors, 'model'));
   if (which === 'ema') {
     const ema = withPrefix(f.tensors, 'ema');
-    net
-      .namedSlots()
-      .filter(([, p]) => !p.isBuffer)
-      .forEach(([key, p], i) => {
-        const t = ema.get(String(i));
-        if (!t) throw new Error(`${ckptPath}: no ema.${i} for ${key}`);
-        const old = p.value;
-        p.value = keep(fromArray(t.data as Float32Array, t.shape));
-        old.dispose();
-      });
+    net.parameterSlots().forEach((p, i) => {
+      const t = ema.get(String(i));
+      if (!t) throw new Error(`${ckptPath}: no ema.${i} (the checkpoint has fewer EMA tensors than parameters)`);
+      const old = p.value;
+      p.value = keep(fromArray(t.data as Float32Array, t.shape));
+      old.dispose();
+    });
   }
   net.eval();
   return { net, step: Number(f.metadata.step) };

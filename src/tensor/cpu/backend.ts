@@ -58,7 +58,7 @@ function fresh(dtype: DType, n: number): TypedArray {
  */
 class ArrayPool {
   static readonly MIN_LENGTH = 4096;
-  static readonly MAX_BYTES = 8 * 2 ** 30;
+  static readonly MAX_BYTES = 2 ** 30;
   private readonly free = new Map<string, TypedArray[]>();
   bytes = 0;
   hits = 0;

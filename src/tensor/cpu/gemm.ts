@@ -9,7 +9,7 @@
 import type { TypedArray } from '../backend.js';
 import { makeGemmKernel } from './gemm-kernel.js';
 import { gemmThreaded, poolStats, shutdownGemmPool, threadsAvailable } from './gemm-pool.js';
-import { wasmGemm } from './wasm/gemm.js';
+import { type F32GemmArgs, wasmGemm } from './wasm/gemm.js';
 import { activeWasm } from './wasm/select.js';
 
 export interface GemmArgs {
@@ -90,7 +90,7 @@ export function gemm(g: GemmArgs): void {
   if (g.c instanceof Float32Array && g.a instanceof Float32Array && g.b instanceof Float32Array) {
     const rt = activeWasm();
     if (rt) {
-      wasmGemm(rt, g as Parameters<typeof wasmGemm>[1], currentConfig());
+      wasmGemm(rt, g as F32GemmArgs, currentConfig());
       return;
     }
   }

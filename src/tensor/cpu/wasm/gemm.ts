@@ -1,5 +1,6 @@
 // float32 gemm through the wasm SIMD kernel: operands copied into the arena, bands of C split across the worker pool.
 
+import type { GemmArgs } from '../gemm.js';
 import { callLocal, type WasmCall, WasmPool } from './pool.js';
 import type { SgemmJob, WasmRuntime } from './runtime.js';
 
@@ -87,23 +88,8 @@ function spanEnd(off: number, ld: number, trans: boolean, rows: number, cols: nu
   return trans ? off + (cols - 1) * ld + rows : off + (rows - 1) * ld + cols;
 }
 
-export interface F32GemmArgs {
-  m: number;
-  n: number;
-  k: number;
-  a: Float32Array;
-  aOff: number;
-  lda: number;
-  transA?: boolean;
-  b: Float32Array;
-  bOff: number;
-  ldb: number;
-  transB?: boolean;
-  c: Float32Array;
-  cOff: number;
-  ldc: number;
-  accumulate?: boolean;
-}
+/** GemmArgs with every array float32. */
+export type F32GemmArgs = GemmArgs & { a: Float32Array; b: Float32Array; c: Float32Array };
 
 /** C (+)= op(A) op(B) on JS arrays: A and B's spans are copied into the arena, C's band back out. */
 export function wasmGemm(rt: WasmRuntime, g: F32GemmArgs, policy: ThreadPolicy): void {

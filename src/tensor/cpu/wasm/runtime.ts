@@ -155,11 +155,6 @@ function processEnv(name: string): string | undefined {
 let runtime: WasmRuntime | null | undefined;
 let failure = '';
 
-/** Whether this host validates our SIMD module (the reason is in wasmUnavailableReason when not). */
-export function wasmSupported(): boolean {
-  return getWasmRuntime() !== null;
-}
-
 export function wasmUnavailableReason(): string {
   getWasmRuntime();
   return failure;
