@@ -38,8 +38,12 @@ export function openRun(
   const logPath = join(out, 'log.jsonl');
   if (resume && existsSync(ckptPath)) {
     const saved = JSON.parse(readFileSync(runPath, 'utf8'));
-    if (JSON.stringify(saved) !== JSON.stringify(identity)) {
-      throw new Error(`--resume: ${runPath} was started with other options: ${JSON.stringify(saved)}`);
+    const differ = differingKeys(saved, identity);
+    if (differ.length > 0) {
+      throw new Error(
+        `--resume: ${runPath} was started with other options (${differ.join(', ')}): ${JSON.stringify(saved)}; ` +
+          'resume with the same options, or start a fresh run in another --out folder',
+      );
     }
     const f = readSafetensors(ckptPath);
     const step = Number(f.metadata.step);
@@ -51,6 +55,25 @@ export function openRun(
   writeFileSync(runPath, `${JSON.stringify(identity, null, 2)}\n`);
   writeFileSync(logPath, '');
   return null;
+}
+
+/** Canonical JSON: object keys sorted, so that the order options were parsed in does not matter. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The top-level keys whose values differ between two option objects (key order ignored). */
+export function differingKeys(a: unknown, b: unknown): string[] {
+  const ra = (a ?? {}) as Record<string, unknown>;
+  const rb = (b ?? {}) as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(ra), ...Object.keys(rb)])].sort();
+  return keys.filter((k) => canonical(ra[k]) !== canonical(rb[k]));
 }
 
 export function appendLog(out: string, record: { step: number }): void {
