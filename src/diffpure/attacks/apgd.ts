@@ -11,7 +11,7 @@
 import { eotGradient, tileLabels } from './eot.js';
 import { crossEntropyLoss, dlrLoss, dlrTargetedLoss } from './losses.js';
 import { type AttackModel, asModel, type Classifier, type Images, logitsOf, predictions, takeRows } from './model.js';
-import { checkAttackInputs, type Norm } from './projections.js';
+import { checkAttackInputs, checkLabelRange, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
 const f = Math.fround;
@@ -41,6 +41,8 @@ export interface ApgdOptions {
   name?: string;
   /** Called with per-run and per-iteration state (for tests and progress). */
   trace?: (e: ApgdTrace) => void;
+  /** AutoAttack's warnings (zero gradients at the start of a DLR run); default console.warn. */
+  onWarning?: (message: string) => void;
 }
 
 export type ApgdTrace =
@@ -163,6 +165,7 @@ interface Resolved {
   rho: number;
   random: AttackRandom;
   trace: (e: ApgdTrace) => void;
+  warn: (message: string) => void;
 }
 
 function resolve(o: ApgdOptions): Resolved {
@@ -188,6 +191,7 @@ function resolve(o: ApgdOptions): Resolved {
     rho,
     random: o.random ?? new KeyedRandom(o.seed ?? 0),
     trace: o.trace ?? (() => {}),
+    warn: o.onWarning ?? ((m) => console.warn(`Warning: ${m}`)),
   };
 }
 
@@ -289,6 +293,14 @@ async function singleRun(
   let g = await gradAt(xAdv, 0);
   let grad = g.grad;
   const gradBest = grad.slice();
+  if (spec.loss !== 'ce') {
+    // check_zero_gradients: images whose DLR gradient vanishes at the start cannot be attacked by gradients
+    let zero = 0;
+    for (let r = 0; r < n; r++) if (grad.subarray(r * d, (r + 1) * d).every((v) => v === 0)) zero++;
+    if (zero > 0) {
+      o.warn(`there are ${zero} points with zero gradient! This might lead to unreliable evaluation with gradient-based attacks.`);
+    }
+  }
   const acc = Array.from(predictions(g.logits, g.k), (p, r) => p === y[r]);
   const xBest = xAdv.slice();
   const bestAdv = xAdv.slice();
@@ -405,6 +417,7 @@ export async function apgd(
     x,
     ids.map((id) => o.random.noiseKey([name, 'clean'], id)),
   );
+  checkLabelRange(name, y, clean.k);
   if (opts.loss === 'dlr' && clean.k < 3) throw new Error(`apgd: the DLR loss needs at least 3 classes; the classifier has ${clean.k}`);
   const acc = Array.from(predictions(clean.logits, clean.k), (p, r) => p === y[r]);
   const adv = x.data.slice();
@@ -456,6 +469,7 @@ export async function apgdTargeted(
     x,
     ids.map((id) => o.random.noiseKey([name, 'clean'], id)),
   );
+  checkLabelRange(name, y, clean.k);
   if (clean.k < 4) throw new Error(`apgd-t: the targeted DLR loss needs at least 4 classes; the classifier has ${clean.k}`);
   if (!Number.isInteger(nTargets) || nTargets < 1 || nTargets > clean.k - 1) {
     throw new Error(`apgd-t: nTargetClasses must be in 1..${clean.k - 1} for ${clean.k} classes, got ${nTargets}`);

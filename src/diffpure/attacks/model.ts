@@ -10,7 +10,7 @@
 import { vjp } from '../../autograd/engine.js';
 import { fromArray } from '../../tensor/prims/creation.js';
 import { withGradMode } from '../../tensor/runtime.js';
-import type { Tensor } from '../../tensor/tensor.js';
+import { type Tensor, tidy } from '../../tensor/tensor.js';
 
 /** One random key per batch row (an integer in [0, 2^53)); see the file comment. */
 export type NoiseKeys = readonly number[];
@@ -71,7 +71,8 @@ export async function logitsOf(
   keys: NoiseKeys,
 ): Promise<{ logits: Float32Array; k: number }> {
   const xt = fromArray(x.data, x.shape, { backend: model.backend });
-  const z = withGradMode(false, () => model.classify(xt, keys));
+  // tidy: the classifier's intermediates are freed; only the logits survive the call
+  const z = withGradMode(false, () => tidy(() => model.classify(xt, keys)));
   try {
     const k = checkLogits(z, x.shape[0]);
     const logits = Float32Array.from(await z.data());
@@ -102,13 +103,14 @@ export async function logitsAndGrad(
   loss: (logits: Float32Array, k: number) => LossAndCotangent,
 ): Promise<{ logits: Float32Array; k: number; loss: Float32Array; grad: Float32Array }> {
   const xt = fromArray(x.data, x.shape, { backend: model.backend });
-  const { out, vjpFn, release } = withGradMode(true, () => vjp((v) => model.classify(v, keys), xt));
+  // tidy drops our references to the intermediates; the graph keeps what the backward needs until release()
+  const { out, vjpFn, release } = withGradMode(true, () => tidy(() => vjp((v) => model.classify(v, keys), xt)));
   try {
     const k = checkLogits(out, x.shape[0]);
     const logits = Float32Array.from(await out.data());
     const l = loss(logits, k);
     const cot = fromArray(l.dz, [x.shape[0], k], { backend: model.backend });
-    const [g] = vjpFn(cot);
+    const [g] = tidy(() => vjpFn(cot));
     cot.dispose();
     const grad = Float32Array.from(await (g as Tensor).data());
     (g as Tensor).dispose();

@@ -44,3 +44,11 @@ export function checkAttackInputs(
   }
   return ids;
 }
+
+/** Labels must be classes of the classifier: checked once its number of classes K is known. */
+export function checkLabelRange(attack: string, y: ArrayLike<number>, k: number): void {
+  for (let i = 0; i < y.length; i++) {
+    const v = y[i] as number;
+    if (v >= k) throw new Error(`${attack}: label ${v} of image ${i} is not a class of this ${k}-class classifier (0..${k - 1})`);
+  }
+}

@@ -10,10 +10,13 @@ const N = 16;
 const D = 3 * 32 * 32;
 const N_ITER = 100;
 
-/** max |a - b| / max(|b|, tiny) over the rows given. */
+/**
+ * max |a - b| / max(|b|, 1e-2) over the rows given: relative, except for losses near zero (a targeted DLR loss
+ * crosses 0 where the two logits cross; public apgd_t_linf has one at 0.0015), where the absolute error is used.
+ */
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>, rows: number[]): number {
   let m = 0;
-  for (const r of rows) m = Math.max(m, Math.abs((a[r] as number) - (b[r] as number)) / Math.max(Math.abs(b[r] as number), 1e-6));
+  for (const r of rows) m = Math.max(m, Math.abs((a[r] as number) - (b[r] as number)) / Math.max(Math.abs(b[r] as number), 1e-2));
   return m;
 }
 
