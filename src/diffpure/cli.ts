@@ -10,6 +10,7 @@ import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '..
 import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
 import { fitSineDemo } from './demo.js';
 import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
+import { runAutoAttack } from './attack-command.js';
 import { runPurify } from './purify-command.js';
 import { runTrain } from './train-command.js';
 
@@ -237,6 +238,85 @@ const commands: Record<string, Command> = {
     positionals: 1,
     async run(v, pos) {
       await runTrain(v, pos[0] as string);
+    },
+  },
+  autoattack: {
+    summary: 'AutoAttack (standard, plus, rand, custom) against a classifier, or against DiffPure (--score-weights)',
+    usage:
+      'diffpure autoattack --model wrn --weights model.pt [--config wrn.json] --x x.npy --y y.npy --eps 0.031373\n' +
+      '    [--norm Linf|L2] [--version standard|plus|rand|custom] [--attacks apgd-ce,apgd-t,...] [--eot-iter 20]\n' +
+      '    [--seed 0] [--bs 250] [--verdict single|majority:N|any:N] [--out adv.npy] [--backend cpu|webgpu] [--json]\n' +
+      '    [--score-weights checkpoint_8.pth [--score-model ddpmpp|adm] [--score-config cfg.json] [--tstar 0.1]\n' +
+      '     [--dt 0.001] [--gradient continuous|exact|bpda]]\n' +
+      '  x.npy: images [B, C, H, W] in [0, 1] (float32); y.npy: their labels [B] (integers).\n' +
+      "  With --score-weights the classifier is defended by DiffPure's purification at --tstar; its gradient is the\n" +
+      "  paper's adjoint (continuous, default), the exact gradient of the solve (exact), or BPDA's identity (bpda).\n" +
+      "  The verdict rule (AutoAttack's single stochastic pass by default) is printed with the results.\n" +
+      '  --n-iter lowers APGD/FAB iterations from 100 (a quick look, not AutoAttack).',
+    options: {
+      model: { type: 'string', default: 'wrn' },
+      config: { type: 'string' },
+      weights: { type: 'string' },
+      x: { type: 'string' },
+      y: { type: 'string' },
+      eps: { type: 'string' },
+      norm: { type: 'string', default: 'Linf' },
+      version: { type: 'string', default: 'standard' },
+      attacks: { type: 'string' },
+      'eot-iter': { type: 'string' },
+      'n-iter': { type: 'string' },
+      seed: { type: 'string', default: '0' },
+      bs: { type: 'string', default: '250' },
+      verdict: { type: 'string', default: 'single' },
+      out: { type: 'string' },
+      backend: { type: 'string', default: 'cpu' },
+      json: { type: 'boolean' },
+      'score-weights': { type: 'string' },
+      'score-model': { type: 'string', default: 'ddpmpp' },
+      'score-config': { type: 'string' },
+      tstar: { type: 'string', default: '0.1' },
+      dt: { type: 'string', default: '0.001' },
+      gradient: { type: 'string', default: 'continuous' },
+    },
+    async run(v) {
+      const kind = modelKind(v.model);
+      const eps = Number(required(v, 'eps'));
+      if (!(Number.isFinite(eps) && eps >= 0)) throw new Error(`--eps must be a number >= 0, got '${v.eps}'`);
+      const unit = (name: string) => {
+        const n = Number(v[name]);
+        if (!(n > 0 && n <= 1)) throw new Error(`--${name} must be a number in (0, 1], got '${v[name]}'`);
+        return n;
+      };
+      const scoreKind = v['score-weights'] ? modelKind(v['score-model']) : null;
+      await runAutoAttack({
+        kind,
+        config: readConfig(kind, v.config),
+        weights: required(v, 'weights'),
+        x: required(v, 'x'),
+        y: required(v, 'y'),
+        eps,
+        norm: String(v.norm),
+        version: String(v.version),
+        attacks: v.attacks as string | undefined,
+        eotIter: v['eot-iter'] === undefined ? undefined : positiveInt('--eot-iter', String(v['eot-iter'])),
+        nIter: v['n-iter'] === undefined ? undefined : positiveInt('--n-iter', String(v['n-iter'])),
+        seed: positiveInt('--seed', String(v.seed), true),
+        bs: positiveInt('--bs', String(v.bs)),
+        verdict: String(v.verdict),
+        out: v.out as string | undefined,
+        json: v.json === true,
+        backend: String(v.backend),
+        score: scoreKind
+          ? {
+              kind: scoreKind,
+              config: readConfig(scoreKind, v['score-config']),
+              weights: String(v['score-weights']),
+              tStar: unit('tstar'),
+              dt: unit('dt'),
+              gradient: String(v.gradient),
+            }
+          : undefined,
+      });
     },
   },
   demo: {

@@ -20,6 +20,10 @@ export type Version = (typeof VERSIONS)[number];
 
 /** Per-attack settings a version fixes (set_version); 'custom' takes DiffPure's (eval_sde_adv.py). */
 export interface StageSettings {
+  /** APGD / APGD-T iterations (100 in every version; lower it only for quick looks). */
+  apgdIter: number;
+  /** FAB iterations (100). */
+  fabIter: number;
   apgdRestarts: number;
   apgdEot: number;
   apgdTargets: number;
@@ -31,6 +35,8 @@ export interface StageSettings {
 
 export function versionPlan(version: Version, attacks?: readonly AttackName[]): { attacks: AttackName[]; settings: StageSettings } {
   const base: StageSettings = {
+    apgdIter: 100,
+    fabIter: 100,
     apgdRestarts: 1,
     apgdEot: 1,
     apgdTargets: 9,
@@ -256,7 +262,7 @@ function runStage(
   c: StageContext,
 ): Promise<AttackResult> {
   const common = { norm: c.norm, eps: c.eps, random: c.random, sampleIds: ids };
-  const apgdCommon: ApgdOptions = { ...common, eotIter: c.s.apgdEot, eotBatch: c.eotBatch, onWarning: c.warn };
+  const apgdCommon: ApgdOptions = { ...common, nIter: c.s.apgdIter, eotIter: c.s.apgdEot, eotBatch: c.eotBatch, onWarning: c.warn };
   switch (attack) {
     case 'apgd-ce':
       return apgd(model, x, y, { ...apgdCommon, loss: 'ce', nRestarts: c.s.apgdRestarts });
@@ -271,9 +277,9 @@ function runStage(
         nTargetClasses: c.s.apgdTargets,
       });
     case 'fab':
-      return fab(model, x, y, { ...common, nRestarts: c.s.fabRestarts, nTargetClasses: c.s.fabTargets });
+      return fab(model, x, y, { ...common, nIter: c.s.fabIter, nRestarts: c.s.fabRestarts, nTargetClasses: c.s.fabTargets });
     case 'fab-t':
-      return fabTargeted(model, x, y, { ...common, nRestarts: 1, nTargetClasses: c.s.fabTargets });
+      return fabTargeted(model, x, y, { ...common, nIter: c.s.fabIter, nRestarts: 1, nTargetClasses: c.s.fabTargets });
     case 'square':
       return square(model, x, y, { ...common, nQueries: c.s.squareQueries });
   }

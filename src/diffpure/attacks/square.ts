@@ -69,7 +69,14 @@ export interface SquareOptions {
 export type SquareWindow = readonly [number, number, number];
 
 export type SquareTrace =
-  | { kind: 'run'; run: number; rows: number[]; xInit: Float32Array; marginInit: Float32Array }
+  | {
+      kind: 'run';
+      run: number;
+      /** Sample ids of the images this run attacks (those still correct); the other arrays follow this order. */
+      rows: number[];
+      xInit: Float32Array;
+      marginInit: Float32Array;
+    }
   | {
       kind: 'iter';
       run: number;
