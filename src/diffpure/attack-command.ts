@@ -4,7 +4,14 @@
 
 import { readNpy, writeNpy } from '../nn/io/index.js';
 import { initBackend, type Tensor } from '../tensor/index.js';
-import { ATTACK_NAMES, type AttackName, autoAttack, type StageSettings, VERSIONS, type Version } from './attacks/autoattack.js';
+import {
+  ATTACK_NAMES,
+  type AttackName,
+  autoAttack,
+  type StageSettings,
+  VERSIONS,
+  type Version,
+} from './attacks/autoattack.js';
 import type { AttackModel, Images } from './attacks/model.js';
 import { NORMS, type Norm } from './attacks/projections.js';
 import { parseVerdict } from './attacks/verdicts.js';
@@ -35,7 +42,8 @@ export interface AutoAttackArgs {
 
 function readImages(path: string): Images {
   const a = readNpy(path);
-  if (a.shape.length !== 4) throw new Error(`--x '${path}' has shape [${a.shape.join(', ')}]; expected images [B, C, H, W]`);
+  if (a.shape.length !== 4)
+    throw new Error(`--x '${path}' has shape [${a.shape.join(', ')}]; expected images [B, C, H, W]`);
   return { data: Float32Array.from(a.data), shape: a.shape as unknown as [number, number, number, number] };
 }
 
@@ -45,18 +53,22 @@ function readLabels(path: string, b: number): Int32Array {
     throw new Error(`--y '${path}' has shape [${a.shape.join(', ')}]; expected [${b}] labels, one per image of --x`);
   }
   const bad = Array.from(a.data).findIndex((v) => !Number.isInteger(v) || v < 0);
-  if (bad >= 0) throw new Error(`--y '${path}' holds ${a.data[bad]} at index ${bad}; labels are class indices (integers >= 0)`);
+  if (bad >= 0)
+    throw new Error(`--y '${path}' holds ${a.data[bad]} at index ${bad}; labels are class indices (integers >= 0)`);
   return Int32Array.from(a.data);
 }
 
 export async function runAutoAttack(a: AutoAttackArgs): Promise<void> {
   if (!NORMS.includes(a.norm as Norm)) throw new Error(`--norm must be one of ${NORMS.join(', ')}, got '${a.norm}'`);
-  if (!VERSIONS.includes(a.version as Version)) throw new Error(`--version must be one of ${VERSIONS.join(', ')}, got '${a.version}'`);
+  if (!VERSIONS.includes(a.version as Version))
+    throw new Error(`--version must be one of ${VERSIONS.join(', ')}, got '${a.version}'`);
   const attacks = a.attacks?.split(',').map((s) => s.trim()) as AttackName[] | undefined;
   for (const n of attacks ?? []) {
-    if (!ATTACK_NAMES.includes(n)) throw new Error(`--attacks: unknown attack '${n}'; one of ${ATTACK_NAMES.join(', ')}`);
+    if (!ATTACK_NAMES.includes(n))
+      throw new Error(`--attacks: unknown attack '${n}'; one of ${ATTACK_NAMES.join(', ')}`);
   }
-  if (attacks && a.version !== 'custom') throw new Error(`--attacks goes with --version custom (got --version ${a.version})`);
+  if (attacks && a.version !== 'custom')
+    throw new Error(`--attacks goes with --version custom (got --version ${a.version})`);
   const verdict = parseVerdict(a.verdict);
   await initBackend(a.backend);
   const x = readImages(a.x);
@@ -67,7 +79,8 @@ export async function runAutoAttack(a: AutoAttackArgs): Promise<void> {
   const classify = (v: Tensor) => net.forward(v);
   if (a.score) {
     const g = a.score.gradient;
-    if (g !== 'continuous' && g !== 'exact' && g !== 'bpda') throw new Error(`--gradient must be continuous, exact or bpda, got '${g}'`);
+    if (g !== 'continuous' && g !== 'exact' && g !== 'bpda')
+      throw new Error(`--gradient must be continuous, exact or bpda, got '${g}'`);
     const s = await loadNetwork(a.score.kind, a.score.config, a.score.weights, a.backend);
     score = s;
     model = {
@@ -111,7 +124,9 @@ export async function runAutoAttack(a: AutoAttackArgs): Promise<void> {
         eps: a.eps,
         seed: a.seed,
         verdict: res.verdict,
-        defense: a.score ? { tStar: a.score.tStar, dt: a.score.dt, gradient: a.score.gradient, scoreModel: a.score.kind } : null,
+        defense: a.score
+          ? { tStar: a.score.tStar, dt: a.score.dt, gradient: a.score.gradient, scoreModel: a.score.kind }
+          : null,
         images: x.shape[0],
         accuracy: res.accuracy,
         robust: res.robust,

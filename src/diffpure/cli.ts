@@ -8,9 +8,9 @@ import { currentConfig } from '../tensor/cpu/gemm.js';
 import { cpuKernelsInfo } from '../tensor/cpu/wasm/select.js';
 import { fromArray, getBackend, initBackend, registeredBackends, tidy } from '../tensor/index.js';
 import { describeDefaultAdapter, noAdapterHint } from '../wgsl/index.js';
+import { runAutoAttack } from './attack-command.js';
 import { fitSineDemo } from './demo.js';
 import { buildModule, checkConfig, checkpointStateDict, loadNetwork, MODEL_KINDS, type ModelKind } from './models.js';
-import { runAutoAttack } from './attack-command.js';
 import { runPurify } from './purify-command.js';
 import { runTrain } from './train-command.js';
 

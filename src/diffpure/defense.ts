@@ -7,16 +7,16 @@
 // gradient of the discretised solve; Lee & Kim's point), 'bpda' (the purifier's backward replaced by the identity:
 // BPDA, as DiffPure's bpda_eot).
 
-import type { Classifier, NoiseKeys } from './attacks/model.js';
-import { FORWARD_NOISE_STREAM, type PurifyOptions, purify } from './purify.js';
+import { detach } from '../autograd/engine.js';
 import { BrownianGrid, type BrownianMotion, mergeNodes } from '../sde/brownian.js';
 import { adjointSteps, solvePlan } from '../sde/time.js';
 import { vpReverseTimes } from '../sde/vpsde.js';
-import { detach } from '../autograd/engine.js';
 import { randomNormal } from '../tensor/prims/creation.js';
 import { add, sub } from '../tensor/prims/elementwise.js';
 import { concat } from '../tensor/prims/shape.js';
 import { type Tensor, tidy } from '../tensor/tensor.js';
+import type { Classifier, NoiseKeys } from './attacks/model.js';
+import { FORWARD_NOISE_STREAM, type PurifyOptions, purify } from './purify.js';
 
 export type GradientMode = 'continuous' | 'exact' | 'bpda';
 
@@ -51,7 +51,12 @@ export class RowwiseBrownian implements BrownianMotion {
   }
 
   increment(ta: number, tb: number): Tensor {
-    return tidy(() => concat(this.rows.map((r) => r.increment(ta, tb)), 0));
+    return tidy(() =>
+      concat(
+        this.rows.map((r) => r.increment(ta, tb)),
+        0,
+      ),
+    );
   }
 }
 
@@ -66,7 +71,9 @@ export function defendedClassifier(o: DefenseOptions): Classifier {
   return (x: Tensor, keys: NoiseKeys) => {
     const [b, c, h, w] = x.shape as [number, number, number, number];
     if (keys.length !== b) {
-      throw new Error(`defense: ${keys.length} noise keys for ${b} images; a stochastic classifier needs one key per row`);
+      throw new Error(
+        `defense: ${keys.length} noise keys for ${b} images; a stochastic classifier needs one key per row`,
+      );
     }
     return tidy(() => {
       const noise = concat(
@@ -75,8 +82,7 @@ export function defendedClassifier(o: DefenseOptions): Classifier {
       );
       const ts = vpReverseTimes(tStar);
       const bm = new RowwiseBrownian(ts[0] as number, ts[1] as number, keys, c * h * w, dt, x.backend.name);
-      const run = (v: Tensor) =>
-        purify(v, { ...o, tStar, dt, noise, bm, mode: mode === 'bpda' ? 'continuous' : mode });
+      const run = (v: Tensor) => purify(v, { ...o, tStar, dt, noise, bm, mode: mode === 'bpda' ? 'continuous' : mode });
       // BPDA: forward purify(x), backward identity: x + stop_gradient(purify(x) - x)
       const purified = mode === 'bpda' ? add(x, detach(sub(run(detach(x)), x))) : run(x);
       return o.classifier(purified);

@@ -46,8 +46,23 @@ export interface ApgdOptions {
 }
 
 export type ApgdTrace =
-  | { kind: 'run'; run: number; rows: number[]; targets: Int32Array | null; xInit: Float32Array; lossInit: Float32Array }
-  | { kind: 'iter'; run: number; i: number; loss: Float32Array; stepSize: Float32Array; x: Float32Array; fooled: boolean[] }
+  | {
+      kind: 'run';
+      run: number;
+      rows: number[];
+      targets: Int32Array | null;
+      xInit: Float32Array;
+      lossInit: Float32Array;
+    }
+  | {
+      kind: 'iter';
+      run: number;
+      i: number;
+      loss: Float32Array;
+      stepSize: Float32Array;
+      x: Float32Array;
+      fooled: boolean[];
+    }
   | { kind: 'checkpoint'; run: number; i: number; halved: boolean[] };
 
 export interface AttackResult {
@@ -222,7 +237,7 @@ function l2Rows(v: Float32Array, d: number): Float32Array {
   return out;
 }
 
-const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
+const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
 
 /** Official L2 projection: clamp(x + n(v - x) min(eps, ||v - x||), 0, 1), n(u) = u / (||u|| + 1e-12). */
 function projectL2(v: Float32Array, x: Float32Array, d: number, eps32: number): Float32Array {
@@ -298,13 +313,22 @@ async function singleRun(
     let zero = 0;
     for (let r = 0; r < n; r++) if (grad.subarray(r * d, (r + 1) * d).every((v) => v === 0)) zero++;
     if (zero > 0) {
-      o.warn(`there are ${zero} points with zero gradient! This might lead to unreliable evaluation with gradient-based attacks.`);
+      o.warn(
+        `there are ${zero} points with zero gradient! This might lead to unreliable evaluation with gradient-based attacks.`,
+      );
     }
   }
   const acc = Array.from(predictions(g.logits, g.k), (p, r) => p === y[r]);
   const xBest = xAdv.slice();
   const bestAdv = xAdv.slice();
-  o.trace({ kind: 'run', run: spec.run, rows: [...ids], targets: spec.targets, xInit: xAdv.slice(), lossInit: g.loss.slice() });
+  o.trace({
+    kind: 'run',
+    run: spec.run,
+    rows: [...ids],
+    targets: spec.targets,
+    xInit: xAdv.slice(),
+    lossInit: g.loss.slice(),
+  });
 
   const stepSize = new Float32Array(n).fill(f(2 * o.eps)); // alpha = 2 for Linf and L2
   let xOld = xAdv.slice();
@@ -360,7 +384,15 @@ async function singleRun(
       }
     }
     const y1 = g.loss;
-    o.trace({ kind: 'iter', run: spec.run, i, loss: y1.slice(), stepSize: stepSize.slice(), x: xAdv, fooled: fooledNow });
+    o.trace({
+      kind: 'iter',
+      run: spec.run,
+      i,
+      loss: y1.slice(),
+      stepSize: stepSize.slice(),
+      x: xAdv,
+      fooled: fooledNow,
+    });
     const { improved, halved } = rule.observe(i, y1);
     for (let r = 0; r < n; r++) {
       if (!improved[r]) continue;
@@ -418,7 +450,8 @@ export async function apgd(
     ids.map((id) => o.random.noiseKey([name, 'clean'], id)),
   );
   checkLabelRange(name, y, clean.k);
-  if (opts.loss === 'dlr' && clean.k < 3) throw new Error(`apgd: the DLR loss needs at least 3 classes; the classifier has ${clean.k}`);
+  if (opts.loss === 'dlr' && clean.k < 3)
+    throw new Error(`apgd: the DLR loss needs at least 3 classes; the classifier has ${clean.k}`);
   const acc = Array.from(predictions(clean.logits, clean.k), (p, r) => p === y[r]);
   const adv = x.data.slice();
   for (let restart = 0; restart < o.nRestarts; restart++) {
@@ -470,7 +503,8 @@ export async function apgdTargeted(
     ids.map((id) => o.random.noiseKey([name, 'clean'], id)),
   );
   checkLabelRange(name, y, clean.k);
-  if (clean.k < 4) throw new Error(`apgd-t: the targeted DLR loss needs at least 4 classes; the classifier has ${clean.k}`);
+  if (clean.k < 4)
+    throw new Error(`apgd-t: the targeted DLR loss needs at least 4 classes; the classifier has ${clean.k}`);
   if (!Number.isInteger(nTargets) || nTargets < 1 || nTargets > clean.k - 1) {
     throw new Error(`apgd-t: nTargetClasses must be in 1..${clean.k - 1} for ${clean.k} classes, got ${nTargets}`);
   }

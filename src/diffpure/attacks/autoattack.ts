@@ -33,7 +33,10 @@ export interface StageSettings {
   squareQueries: number;
 }
 
-export function versionPlan(version: Version, attacks?: readonly AttackName[]): { attacks: AttackName[]; settings: StageSettings } {
+export function versionPlan(
+  version: Version,
+  attacks?: readonly AttackName[],
+): { attacks: AttackName[]; settings: StageSettings } {
   const base: StageSettings = {
     apgdIter: 100,
     fabIter: 100,
@@ -129,7 +132,8 @@ export async function autoAttack(
   const ids = checkAttackInputs('autoattack', x, labels, norm, o.eps, o.sampleIds);
   const plan = versionPlan(version, o.attacks);
   for (const a of plan.attacks) {
-    if (!ATTACK_NAMES.includes(a)) throw new Error(`autoattack: unknown attack '${a}'; one of ${ATTACK_NAMES.join(', ')}`);
+    if (!ATTACK_NAMES.includes(a))
+      throw new Error(`autoattack: unknown attack '${a}'; one of ${ATTACK_NAMES.join(', ')}`);
   }
   const s: StageSettings = { ...plan.settings, ...o.settings };
   const bs = o.bs ?? 250;
@@ -155,14 +159,18 @@ export async function autoAttack(
   log(`verdict: ${describeVerdict(verdict)}`);
 
   // the official checks, on the first batch (check_dynamic has no counterpart: it traces Python calls)
-  const first = takeRows(x, Array.from({ length: Math.min(bs, n) }, (_, i) => i));
+  const first = takeRows(
+    x,
+    Array.from({ length: Math.min(bs, n) }, (_, i) => i),
+  );
   const firstIds = ids.slice(0, first.shape[0]);
   const checkRandom = new KeyedRandom(seed);
   if (version !== 'rand') await checkRandomized(model, first, y, firstIds, checkRandom, warn);
   const k = await checkRangeOutput(model, first, firstIds, checkRandom, warn);
   checkNClasses(k, plan.attacks, s, warn);
   for (let i = 0; i < n; i++) {
-    if ((y[i] as number) >= k) throw new Error(`autoattack: label ${y[i]} of image ${i} is not a class of this ${k}-class classifier`);
+    if ((y[i] as number) >= k)
+      throw new Error(`autoattack: label ${y[i]} of image ${i} is not a class of this ${k}-class classifier`);
   }
 
   const start = performance.now();
@@ -170,7 +178,15 @@ export async function autoAttack(
   const cleanRandom = randomFor('clean');
   for (let b0 = 0; b0 < n; b0 += bs) {
     const rows = Array.from({ length: Math.min(bs, n - b0) }, (_, i) => b0 + i);
-    const ok = await correctUnder(model, takeRows(x, rows), Int32Array.from(rows, (r) => y[r] as number), rows.map((r) => ids[r] as number), verdict, cleanRandom, ['autoattack', 'clean']);
+    const ok = await correctUnder(
+      model,
+      takeRows(x, rows),
+      Int32Array.from(rows, (r) => y[r] as number),
+      rows.map((r) => ids[r] as number),
+      verdict,
+      cleanRandom,
+      ['autoattack', 'clean'],
+    );
     ok.forEach((v, i) => {
       robust[rows[i] as number] = v;
     });
@@ -191,7 +207,14 @@ export async function autoAttack(
       const xb = takeRows(x, rows);
       const yb = Int32Array.from(rows, (r) => y[r] as number);
       const idb = rows.map((r) => ids[r] as number);
-      const res = await runStage(model, attack, xb, yb, idb, { norm, eps: o.eps, random, s, eotBatch: o.eotBatch, warn });
+      const res = await runStage(model, attack, xb, yb, idb, {
+        norm,
+        eps: o.eps,
+        random,
+        s,
+        eotBatch: o.eotBatch,
+        warn,
+      });
       // AutoAttack's verdict: a fresh forward on the returned images (one pass by default)
       const ok = await correctUnder(model, res.adv, yb, idb, verdict, random, ['autoattack', attack, 'verdict']);
       let broken = 0;
@@ -205,12 +228,18 @@ export async function autoAttack(
     }
     accuracy[attack] = robust.filter(Boolean).length / n;
     stages.push({ name: attack, robust: robust.slice() });
-    log(`robust accuracy after ${attack.toUpperCase()}: ${pct(accuracy[attack] as number)} (total time ${((performance.now() - start) / 1000).toFixed(1)} s)`);
+    log(
+      `robust accuracy after ${attack.toUpperCase()}: ${pct(accuracy[attack] as number)} (total time ${((performance.now() - start) / 1000).toFixed(1)} s)`,
+    );
   }
 
   // check_square_sr: Square (black-box) beating the white-box attacks hints at masked gradients
   if ('square' in accuracy && Object.keys(accuracy).length > 2) {
-    const others = Math.min(...Object.entries(accuracy).filter(([a]) => a !== 'square').map(([, v]) => v));
+    const others = Math.min(
+      ...Object.entries(accuracy)
+        .filter(([a]) => a !== 'square')
+        .map(([, v]) => v),
+    );
     const sq = accuracy.square as number;
     if (sq < others - 0.002) {
       warn(
@@ -238,10 +267,20 @@ export async function autoAttack(
     }
     maxNorm = Math.max(maxNorm, norm === 'Linf' ? m : Math.sqrt(m));
   }
-  log(`max ${norm} perturbation: ${maxNorm.toFixed(5)}, nan in tensor: ${nan}, max: ${vmax.toFixed(5)}, min: ${vmin.toFixed(5)}`);
+  log(
+    `max ${norm} perturbation: ${maxNorm.toFixed(5)}, nan in tensor: ${nan}, max: ${vmax.toFixed(5)}, min: ${vmin.toFixed(5)}`,
+  );
   const final = robust.filter(Boolean).length / n;
   log(`robust accuracy: ${pct(final)}`);
-  return { adv: { data: adv, shape: x.shape }, robust, accuracy, stages, verdict: describeVerdict(verdict), log: lines, warnings };
+  return {
+    adv: { data: adv, shape: x.shape },
+    robust,
+    accuracy,
+    stages,
+    verdict: describeVerdict(verdict),
+    log: lines,
+    warnings,
+  };
 }
 
 interface StageContext {
@@ -262,7 +301,13 @@ function runStage(
   c: StageContext,
 ): Promise<AttackResult> {
   const common = { norm: c.norm, eps: c.eps, random: c.random, sampleIds: ids };
-  const apgdCommon: ApgdOptions = { ...common, nIter: c.s.apgdIter, eotIter: c.s.apgdEot, eotBatch: c.eotBatch, onWarning: c.warn };
+  const apgdCommon: ApgdOptions = {
+    ...common,
+    nIter: c.s.apgdIter,
+    eotIter: c.s.apgdEot,
+    eotBatch: c.eotBatch,
+    onWarning: c.warn,
+  };
   switch (attack) {
     case 'apgd-ce':
       return apgd(model, x, y, { ...apgdCommon, loss: 'ce', nRestarts: c.s.apgdRestarts });
@@ -277,7 +322,12 @@ function runStage(
         nTargetClasses: c.s.apgdTargets,
       });
     case 'fab':
-      return fab(model, x, y, { ...common, nIter: c.s.fabIter, nRestarts: c.s.fabRestarts, nTargetClasses: c.s.fabTargets });
+      return fab(model, x, y, {
+        ...common,
+        nIter: c.s.fabIter,
+        nRestarts: c.s.fabRestarts,
+        nTargetClasses: c.s.fabTargets,
+      });
     case 'fab-t':
       return fabTargeted(model, x, y, { ...common, nIter: c.s.fabIter, nRestarts: 1, nTargetClasses: c.s.fabTargets });
     case 'square':
@@ -298,7 +348,11 @@ async function checkRandomized(
   const outs: Float32Array[] = [];
   let k = 0;
   for (let p = 0; p < 5; p++) {
-    const out = await logitsOf(model, x, ids.map((id) => random.noiseKey(['check-randomized', p], id)));
+    const out = await logitsOf(
+      model,
+      x,
+      ids.map((id) => random.noiseKey(['check-randomized', p], id)),
+    );
     k = out.k;
     counts.push(predictions(out.logits, k).filter((c, i) => c === y[i]).length);
     const z = out.logits;
@@ -336,7 +390,11 @@ async function checkRangeOutput(
   random: AttackRandom,
   warn: (m: string) => void,
 ): Promise<number> {
-  const { logits, k } = await logitsOf(model, x, ids.map((id) => random.noiseKey(['check-range'], id)));
+  const { logits, k } = await logitsOf(
+    model,
+    x,
+    ids.map((id) => random.noiseKey(['check-range'], id)),
+  );
   let max = -Infinity;
   let min = Infinity;
   let sumsToOne = true;
@@ -358,7 +416,8 @@ async function checkRangeOutput(
 
 function checkNClasses(k: number, attacks: readonly AttackName[], s: StageSettings, warn: (m: string) => void): void {
   if (attacks.includes('apgd-dlr') || attacks.includes('apgd-t')) {
-    if (k <= 2) throw new Error(`autoattack: with only ${k} classes the DLR loss cannot be used; drop apgd-dlr and apgd-t`);
+    if (k <= 2)
+      throw new Error(`autoattack: with only ${k} classes the DLR loss cannot be used; drop apgd-dlr and apgd-t`);
     if (k === 3 && attacks.includes('apgd-t')) {
       throw new Error('autoattack: with only 3 classes the targeted DLR loss cannot be used; drop apgd-t');
     }

@@ -6,7 +6,7 @@
 // them, up to MAX_EOT_ROWS rows per call), which is what makes EOT 20 affordable on a GPU. Each copy e of row r
 // draws its randomness from its own key, so batching changes nothing but speed.
 
-import { type AttackModel, type Images, logitsAndGrad, type LossAndCotangent, tileRows } from './model.js';
+import { type AttackModel, type Images, type LossAndCotangent, logitsAndGrad, tileRows } from './model.js';
 
 /** Rows per forward above which EOT copies are split into several calls (memory: rows x the model's activations). */
 export const MAX_EOT_ROWS = 256;
@@ -59,6 +59,7 @@ export async function eotGradient(
 /** `labels` repeated `copies` times (the labels of tiled rows). */
 export function tileLabels(labels: ArrayLike<number>, copies: number): Int32Array {
   const out = new Int32Array(labels.length * copies);
-  for (let c = 0; c < copies; c++) for (let i = 0; i < labels.length; i++) out[c * labels.length + i] = labels[i] as number;
+  for (let c = 0; c < copies; c++)
+    for (let i = 0; i < labels.length; i++) out[c * labels.length + i] = labels[i] as number;
   return out;
 }

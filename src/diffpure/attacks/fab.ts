@@ -226,7 +226,10 @@ async function logitsAndClassGrads(
   }
 }
 
-/** Per row: the class at rank `rank` from the top (argsort ascending, column -rank; ties in index order). */
+/**
+ * Per row: the class at rank `rank` from the top (official argsort ascending, column -rank; of tied logits the
+ * lower index sorts first, i.e. ranks lower).
+ */
 export function rankedClass(logits: Float32Array, k: number, rank: number): Int32Array {
   const b = logits.length / k;
   const out = new Int32Array(b);
@@ -314,7 +317,7 @@ async function singleRun(
       const den = tn[r] as number;
       for (let j = r * d; j < (r + 1) * d; j++) {
         const v = f((x0[j] as number) + f(f(f(m * (t[j] as number)) / den) * 0.5));
-        x1[j] = v < 0 ? 0 : v > 1 ? 1 : v;
+        x1[j] = Math.min(Math.max(v, 0), 1);
       }
     }
   }
@@ -398,7 +401,7 @@ async function singleRun(
         const from1 = f(f((x1[j] as number) + f(o.eta32 * (d3[j] as number))) * keep);
         const from0 = f(f((x0[j] as number) + f((d3[bs * d + j] as number) * o.eta32)) * alpha);
         const v = f(from1 + from0);
-        next[j] = v < 0 ? 0 : v > 1 ? 1 : v;
+        next[j] = Math.min(Math.max(v, 0), 1);
       }
     }
     x1 = next;

@@ -1,13 +1,41 @@
 // Adversarial attacks on (possibly stochastic) classifiers, replaying the official implementations; see
 // attacks.md in ../shared/docs for the quirks they keep.
 
-export { type ApgdOptions, type ApgdTargetedOptions, type ApgdTrace, type AttackResult, apgd, apgdCheckpoints, apgdTargeted, StepSizeRule } from './apgd.js';
-export { ATTACK_NAMES, type AttackName, type AutoAttackOptions, type AutoAttackResult, autoAttack, type StageSettings, VERSIONS, type Version, versionPlan } from './autoattack.js';
+export {
+  type ApgdOptions,
+  type ApgdTargetedOptions,
+  type ApgdTrace,
+  type AttackResult,
+  apgd,
+  apgdCheckpoints,
+  apgdTargeted,
+  StepSizeRule,
+} from './apgd.js';
+export {
+  ATTACK_NAMES,
+  type AttackName,
+  type AutoAttackOptions,
+  type AutoAttackResult,
+  autoAttack,
+  type StageSettings,
+  VERSIONS,
+  type Version,
+  versionPlan,
+} from './autoattack.js';
 export { eotGradient, MAX_EOT_ROWS } from './eot.js';
 export { fab, fabTargeted } from './fab.js';
 export { crossEntropyLoss, dlrLoss, dlrTargetedLoss, margins } from './losses.js';
-export { type AttackModel, asModel, type Classifier, type Images, logitsAndGrad, logitsOf, type NoiseKeys, predictions } from './model.js';
-export { checkAttackInputs, type Norm, NORMS } from './projections.js';
+export {
+  type AttackModel,
+  asModel,
+  type Classifier,
+  type Images,
+  logitsAndGrad,
+  logitsOf,
+  type NoiseKeys,
+  predictions,
+} from './model.js';
+export { checkAttackInputs, NORMS, type Norm } from './projections.js';
 export { type AttackRandom, type DrawPurpose, KeyedRandom, mixKey, ReplayRandom } from './random.js';
 export { square } from './square.js';
 export { correctUnder, describeVerdict, parseVerdict, SINGLE_PASS, type Verdict } from './verdicts.js';

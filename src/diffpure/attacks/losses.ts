@@ -17,7 +17,8 @@ function checkLabels(what: string, y: ArrayLike<number>, rows: number, k: number
   if (y.length !== rows) throw new Error(`${what}: ${y.length} labels for ${rows} logit rows`);
   for (let i = 0; i < rows; i++) {
     const v = y[i] as number;
-    if (!Number.isInteger(v) || v < 0 || v >= k) throw new Error(`${what}: label ${v} at row ${i} is not a class in 0..${k - 1}`);
+    if (!Number.isInteger(v) || v < 0 || v >= k)
+      throw new Error(`${what}: label ${v} at row ${i} is not a class in 0..${k - 1}`);
   }
 }
 

@@ -35,6 +35,20 @@ export function asModel(m: AttackModel | Classifier): AttackModel {
   return typeof m === 'function' ? { classify: m } : m;
 }
 
+let lastYield = 0;
+
+/**
+ * Lets the event loop run (timers, IPC, progress) at most every 200 ms: an attack awaits thousands of forwards, and
+ * on the cpu backend data() resolves at once, which would otherwise hold the loop for minutes (vitest's worker RPC
+ * times out after 60 s).
+ */
+export async function letEventLoopRun(): Promise<void> {
+  const now = performance.now();
+  if (now - lastYield < 200) return;
+  await new Promise<void>((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
+  lastYield = performance.now();
+}
+
 const rowSize = (shape: readonly number[]) => (shape[1] as number) * (shape[2] as number) * (shape[3] as number);
 
 /** Rows `rows` of `x` as a new Images. */
@@ -70,6 +84,7 @@ export async function logitsOf(
   x: Images,
   keys: NoiseKeys,
 ): Promise<{ logits: Float32Array; k: number }> {
+  await letEventLoopRun();
   const xt = fromArray(x.data, x.shape, { backend: model.backend });
   // tidy: the classifier's intermediates are freed; only the logits survive the call
   const z = withGradMode(false, () => tidy(() => model.classify(xt, keys)));
@@ -102,6 +117,7 @@ export async function logitsAndGrad(
   keys: NoiseKeys,
   loss: (logits: Float32Array, k: number) => LossAndCotangent,
 ): Promise<{ logits: Float32Array; k: number; loss: Float32Array; grad: Float32Array }> {
+  await letEventLoopRun();
   const xt = fromArray(x.data, x.shape, { backend: model.backend });
   // tidy drops our references to the intermediates; the graph keeps what the backward needs until release()
   const { out, vjpFn, release } = withGradMode(true, () => tidy(() => vjp((v) => model.classify(v, keys), xt)));

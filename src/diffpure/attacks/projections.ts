@@ -20,27 +20,34 @@ export function checkAttackInputs(
 ): number[] {
   const [b, c, h, w] = x.shape;
   if (x.shape.length !== 4 || x.data.length !== b * c * h * w) {
-    throw new Error(`${attack}: x must be images [B, C, H, W] with B*C*H*W values; got shape [${x.shape.join(', ')}] and ${x.data.length} values`);
+    throw new Error(
+      `${attack}: x must be images [B, C, H, W] with B*C*H*W values; got shape [${x.shape.join(', ')}] and ${x.data.length} values`,
+    );
   }
   if (b === 0) throw new Error(`${attack}: x holds no images`);
   for (let i = 0; i < x.data.length; i++) {
     const v = x.data[i] as number;
     if (!(v >= 0 && v <= 1)) {
       const at = `image ${Math.floor(i / (c * h * w))}, flat index ${i}`;
-      throw new Error(`${attack}: x must lie in [0, 1] (no value is clamped); found ${v} at ${at}. Scale images to [0, 1] first`);
+      throw new Error(
+        `${attack}: x must lie in [0, 1] (no value is clamped); found ${v} at ${at}. Scale images to [0, 1] first`,
+      );
     }
   }
   if (y.length !== b) throw new Error(`${attack}: ${y.length} labels for ${b} images`);
   for (let i = 0; i < b; i++) {
     const v = y[i] as number;
-    if (!Number.isInteger(v) || v < 0) throw new Error(`${attack}: label ${v} of image ${i} is not a class index (a non-negative integer)`);
+    if (!Number.isInteger(v) || v < 0)
+      throw new Error(`${attack}: label ${v} of image ${i} is not a class index (a non-negative integer)`);
   }
-  if (!NORMS.includes(norm as Norm)) throw new Error(`${attack}: norm must be one of ${NORMS.join(', ')}, got '${norm}'`);
+  if (!NORMS.includes(norm as Norm))
+    throw new Error(`${attack}: norm must be one of ${NORMS.join(', ')}, got '${norm}'`);
   if (!(Number.isFinite(eps) && eps >= 0)) throw new Error(`${attack}: eps must be a finite number >= 0, got ${eps}`);
   const ids = sampleIds ? [...sampleIds] : Array.from({ length: b }, (_, i) => i);
   if (ids.length !== b) throw new Error(`${attack}: ${ids.length} sample ids for ${b} images`);
   for (const id of ids) {
-    if (!Number.isSafeInteger(id) || id < 0) throw new Error(`${attack}: sample id ${id} is not a non-negative integer`);
+    if (!Number.isSafeInteger(id) || id < 0)
+      throw new Error(`${attack}: sample id ${id} is not a non-negative integer`);
   }
   return ids;
 }
@@ -49,6 +56,7 @@ export function checkAttackInputs(
 export function checkLabelRange(attack: string, y: ArrayLike<number>, k: number): void {
   for (let i = 0; i < y.length; i++) {
     const v = y[i] as number;
-    if (v >= k) throw new Error(`${attack}: label ${v} of image ${i} is not a class of this ${k}-class classifier (0..${k - 1})`);
+    if (v >= k)
+      throw new Error(`${attack}: label ${v} of image ${i} is not a class of this ${k}-class classifier (0..${k - 1})`);
   }
 }

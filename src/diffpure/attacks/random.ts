@@ -34,7 +34,8 @@ export function mixKey(seed: number, purpose: DrawPurpose): number {
   let k = seed;
   for (const p of purpose) {
     const code = typeof p === 'string' ? nameCode(p) : p;
-    if (!Number.isSafeInteger(code) || code < 0) throw new Error(`random: purpose part ${p} is not a name or a non-negative integer`);
+    if (!Number.isSafeInteger(code) || code < 0)
+      throw new Error(`random: purpose part ${p} is not a name or a non-negative integer`);
     const w = philoxWords(k, code, 0x5eed);
     k = (w[0] as number) + ((w[1] as number) & 0x1fffff) * 2 ** 32;
   }
@@ -112,7 +113,8 @@ export class ReplayRandom implements AttackRandom {
       return out;
     }
     const d = this.draws[this.next];
-    if (!d) throw new Error(`ReplayRandom: ${what} asked for call ${this.next + 1}; only ${this.draws.length} were recorded`);
+    if (!d)
+      throw new Error(`ReplayRandom: ${what} asked for call ${this.next + 1}; only ${this.draws.length} were recorded`);
     if (d.length !== n) {
       throw new Error(`ReplayRandom: ${what} asked for ${n} values; recorded call ${this.next + 1} holds ${d.length}`);
     }

@@ -20,7 +20,16 @@
 
 import type { AttackResult } from './apgd.js';
 import { margins } from './losses.js';
-import { type AttackModel, asModel, type Classifier, type Images, logitsOf, predictions, takeRows } from './model.js';
+import {
+  type AttackModel,
+  asModel,
+  type Classifier,
+  type Images,
+  letEventLoopRun,
+  logitsOf,
+  predictions,
+  takeRows,
+} from './model.js';
 import { checkAttackInputs, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
@@ -28,19 +37,6 @@ const f = Math.fround;
 /** 1e-12 as the float32 scalar PyTorch adds to a float32 tensor. */
 const TINY = f(1e-12);
 const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
-
-/**
- * Lets the event loop run (timers, IPC) at most every 200 ms: thousands of queries on a CPU backend whose data()
- * resolves at once would otherwise hold it for minutes (vitest's worker RPC times out after 60 s).
- */
-function yielder(): () => Promise<void> {
-  let last = performance.now();
-  return async () => {
-    if (performance.now() - last < 200) return;
-    await new Promise<void>((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
-    last = performance.now();
-  };
-}
 
 export interface SquareOptions {
   norm?: Norm;
@@ -341,9 +337,8 @@ async function singleRun(
   }
 
   let iterations = 0;
-  const breathe = yielder();
   for (let i = 0; i < o.nQueries; i++) {
-    await breathe();
+    await letEventLoopRun();
     iterations = i + 1;
     const active: number[] = [];
     for (let r = 0; r < n; r++) if ((marginMin[r] as number) > 0) active.push(r);

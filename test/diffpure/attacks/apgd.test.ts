@@ -2,7 +2,13 @@
 // in ../shared/fixtures/attacks, with the recorded random starts; tolerances are the fixture README's.
 
 import { describe, expect, test } from 'vitest';
-import { type ApgdTrace, apgd, apgdCheckpoints, apgdTargeted, StepSizeRule } from '../../../src/diffpure/attacks/apgd.js';
+import {
+  type ApgdTrace,
+  apgd,
+  apgdCheckpoints,
+  apgdTargeted,
+  StepSizeRule,
+} from '../../../src/diffpure/attacks/apgd.js';
 import { ReplayRandom } from '../../../src/diffpure/attacks/random.js';
 import { bools, f32, fixtureImages, fixtureLabels, fixtureModel, haveAttacks, npy, rowsOf } from './fixture.js';
 
@@ -16,7 +22,8 @@ const N_ITER = 100;
  */
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>, rows: number[]): number {
   let m = 0;
-  for (const r of rows) m = Math.max(m, Math.abs((a[r] as number) - (b[r] as number)) / Math.max(Math.abs(b[r] as number), 1e-2));
+  for (const r of rows)
+    m = Math.max(m, Math.abs((a[r] as number) - (b[r] as number)) / Math.max(Math.abs(b[r] as number), 1e-2));
   return m;
 }
 
@@ -134,7 +141,12 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
     const agreeing = (i: number) => {
       if (!opts.iterates) return rows[0] as number[];
       const it = rec.iters.get(`0/${i}`) as Extract<ApgdTrace, { kind: 'iter' }>;
-      const c = closeFraction(scatterImages(it.x, rows[0] as number[]), f32(`${folder}/x_iter${i}.npy`), rows[0] as number[], 1e-5);
+      const c = closeFraction(
+        scatterImages(it.x, rows[0] as number[]),
+        f32(`${folder}/x_iter${i}.npy`),
+        rows[0] as number[],
+        1e-5,
+      );
       return (rows[0] as number[]).filter((n) => !c.rowsOver.includes(n));
     };
     const agree0 = agreeing(0);
@@ -167,8 +179,14 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
       let c = 0;
       for (let i = 0; i < N_ITER; i++) {
         const at = (run * N_ITER + i) * N;
-        expect(Array.from(r, (n) => stepRef[at + n]), `${folder} run ${run} step size at ${i}`).toEqual(Array.from(eta));
-        const { halved } = rule.observe(i, Float32Array.from(r, (n) => lossSteps[at + n] as number));
+        expect(
+          Array.from(r, (n) => stepRef[at + n]),
+          `${folder} run ${run} step size at ${i}`,
+        ).toEqual(Array.from(eta));
+        const { halved } = rule.observe(
+          i,
+          Float32Array.from(r, (n) => lossSteps[at + n] as number),
+        );
         if (!halved) continue;
         const ref = Array.from(r, (n) => halvedRef[(run * 8 + c) * N + n] !== 0);
         expect(halved, `${folder} run ${run} checkpoint ${i}`).toEqual(ref);
@@ -249,7 +267,7 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
           random,
           trace: (e) => {
             trace(e);
-            if (e.kind === 'iter') e.loss.forEach((l) => l === 1 && zeroGradIters.push(e.i));
+            if (e.kind === 'iter') for (const l of e.loss) if (l === 1) zeroGradIters.push(e.i);
           },
         }),
       0.025,
@@ -277,9 +295,9 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
     );
     const ref = npy('apgd_t_linf/run_target.npy').data;
     rows.forEach((r, run) => {
-      expect(Array.from(scatter(Float32Array.from(targets[run] as Int32Array), r)).map((v, n) => (r.includes(n) ? v : -1))).toEqual(
-        Array.from(ref.subarray(run * N, (run + 1) * N)),
-      );
+      expect(
+        Array.from(scatter(Float32Array.from(targets[run] as Int32Array), r)).map((v, n) => (r.includes(n) ? v : -1)),
+      ).toEqual(Array.from(ref.subarray(run * N, (run + 1) * N)));
     });
   }, 600_000);
 });

@@ -9,11 +9,11 @@ import { eotGradient } from '../../../src/diffpure/attacks/eot.js';
 import { crossEntropyLoss, dlrLoss, dlrTargetedLoss } from '../../../src/diffpure/attacks/losses.js';
 import type { AttackModel, Images } from '../../../src/diffpure/attacks/model.js';
 import { KeyedRandom } from '../../../src/diffpure/attacks/random.js';
+import { uniformAt } from '../../../src/tensor/philox.js';
 import { fromArray, randomNormal } from '../../../src/tensor/prims/creation.js';
 import { add, mul } from '../../../src/tensor/prims/elementwise.js';
 import { matmul } from '../../../src/tensor/prims/matmul.js';
 import { reshape } from '../../../src/tensor/prims/shape.js';
-import { uniformAt } from '../../../src/tensor/philox.js';
 import { getBackend, setBackend } from '../../../src/tensor/runtime.js';
 import { countingBackend } from '../../sde/helpers.js';
 
@@ -34,7 +34,19 @@ function linearModel(seed: number, noise = 0): AttackModel {
       let v = reshape(x, [x.shape[0] as number, D]);
       if (noise > 0) {
         const e = keys.map((k) => randomNormal([1, D], { seed: k }));
-        v = add(v, mul(reshape(fromArray(e.flatMap((t) => Array.from(t.dataSync())), [keys.length, D]), [keys.length, D]), noise));
+        v = add(
+          v,
+          mul(
+            reshape(
+              fromArray(
+                e.flatMap((t) => Array.from(t.dataSync())),
+                [keys.length, D],
+              ),
+              [keys.length, D],
+            ),
+            noise,
+          ),
+        );
       }
       return add(matmul(mul(add(v, -0.5), 8), wt), bt);
     },
@@ -71,19 +83,24 @@ function maxPerturbation(adv: Images, x: Images, norm: 'Linf' | 'L2'): number {
 describe('APGD properties (linear classifiers, cpu)', () => {
   test('outputs lie in the eps ball and in [0, 1]; eps = 0 gives the clean accuracy', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 0, max: 1000 }), fc.constantFrom<'Linf' | 'L2'>('Linf', 'L2'), fc.double({ min: 0.01, max: 0.5, noNaN: true }), async (seed, norm, eps) => {
-        const m = linearModel(seed);
-        const x = images(seed, 6);
-        const y = await cleanLabels(m, x);
-        y[0] = ((y[0] as number) + 1) % K; // one clean mistake: never attacked, returned as is
-        const res = await apgd(m, x, y, { norm, eps, nIter: 10, seed });
-        expect(maxPerturbation(res.adv, x, norm)).toBeLessThanOrEqual(Math.fround(eps) * (1 + 1e-5) + 1e-6);
-        expect(res.adv.data.every((v) => v >= 0 && v <= 1)).toBe(true);
-        expect(res.robust[0]).toBe(false);
-        expect(Array.from(res.adv.data.subarray(0, D))).toEqual(Array.from(x.data.subarray(0, D)));
-        const zero = await apgd(m, x, y, { norm, eps: 0, nIter: 5, seed });
-        expect(zero.robust).toEqual(y.map((v, i) => (i === 0 ? 0 : 1)).reduce((a: boolean[], v) => [...a, v === 1], []));
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 1000 }),
+        fc.constantFrom<'Linf' | 'L2'>('Linf', 'L2'),
+        fc.double({ min: 0.01, max: 0.5, noNaN: true }),
+        async (seed, norm, eps) => {
+          const m = linearModel(seed);
+          const x = images(seed, 6);
+          const y = await cleanLabels(m, x);
+          y[0] = ((y[0] as number) + 1) % K; // one clean mistake: never attacked, returned as is
+          const res = await apgd(m, x, y, { norm, eps, nIter: 10, seed });
+          expect(maxPerturbation(res.adv, x, norm)).toBeLessThanOrEqual(Math.fround(eps) * (1 + 1e-5) + 1e-6);
+          expect(res.adv.data.every((v) => v >= 0 && v <= 1)).toBe(true);
+          expect(res.robust[0]).toBe(false);
+          expect(Array.from(res.adv.data.subarray(0, D))).toEqual(Array.from(x.data.subarray(0, D)));
+          const zero = await apgd(m, x, y, { norm, eps: 0, nIter: 5, seed });
+          expect(zero.robust).toEqual(Array.from(y, (_, i) => i !== 0));
+        },
+      ),
       { numRuns: 8 },
     );
   }, 60_000);
@@ -101,7 +118,9 @@ describe('APGD properties (linear classifiers, cpu)', () => {
       expect(acc).toBeLessThanOrEqual(last);
       last = acc;
     }
-    console.log(`APGD-CE Linf on a linear 5-class model, robust accuracy at eps 0, .02, .05, .1, .2, 1: ${accs.join(', ')}`);
+    console.log(
+      `APGD-CE Linf on a linear 5-class model, robust accuracy at eps 0, .02, .05, .1, .2, 1: ${accs.join(', ')}`,
+    );
     expect(accs[0]).toBe(1);
     expect(accs[accs.length - 1]).toBe(0);
   }, 60_000);
@@ -112,7 +131,13 @@ describe('APGD properties (linear classifiers, cpu)', () => {
     const y = await cleanLabels(m, x);
     const starts: Float32Array[] = [];
     for (const seed of [7, 7, 8]) {
-      await apgd(m, x, y, { norm: 'L2', eps: 0.3, nIter: 3, seed, trace: (e) => e.kind === 'run' && starts.push(e.xInit) });
+      await apgd(m, x, y, {
+        norm: 'L2',
+        eps: 0.3,
+        nIter: 3,
+        seed,
+        trace: (e) => e.kind === 'run' && starts.push(e.xInit),
+      });
     }
     expect(Array.from(starts[0] as Float32Array)).toEqual(Array.from(starts[1] as Float32Array));
     expect(Array.from(starts[0] as Float32Array)).not.toEqual(Array.from(starts[2] as Float32Array));
@@ -126,7 +151,13 @@ describe('APGD properties (linear classifiers, cpu)', () => {
     await apgd(m, x, y, { eps: 0.1, nIter: 2, seed: 3, trace: (e) => e.kind === 'run' && whole.push(e.xInit) });
     const alone: Float32Array[] = [];
     const x2: Images = { data: x.data.slice(2 * D, 3 * D), shape: [1, C, H, W] };
-    await apgd(m, x2, [y[2] as number], { eps: 0.1, nIter: 2, seed: 3, sampleIds: [2], trace: (e) => e.kind === 'run' && alone.push(e.xInit) });
+    await apgd(m, x2, [y[2] as number], {
+      eps: 0.1,
+      nIter: 2,
+      seed: 3,
+      sampleIds: [2],
+      trace: (e) => e.kind === 'run' && alone.push(e.xInit),
+    });
     expect(Array.from(alone[0] as Float32Array)).toEqual(Array.from((whole[0] as Float32Array).subarray(2 * D, 3 * D)));
   });
 
@@ -136,7 +167,11 @@ describe('APGD properties (linear classifiers, cpu)', () => {
     const y = await cleanLabels(m, x);
     const r = await apgdTargeted(m, x, y, { eps: 0.05, nIter: 5, nTargetClasses: 3 });
     expect(maxPerturbation(r.adv, x, 'Linf')).toBeLessThanOrEqual(Math.fround(0.05) + 1e-7);
-    const three: AttackModel = { classify: (v) => reshape(v, [v.shape[0] as number, D]).constructor && matmul(reshape(v, [v.shape[0] as number, D]), fromArray(new Float32Array(D * 3).fill(0.1), [D, 3])) };
+    const three: AttackModel = {
+      classify: (v) =>
+        reshape(v, [v.shape[0] as number, D]).constructor &&
+        matmul(reshape(v, [v.shape[0] as number, D]), fromArray(new Float32Array(D * 3).fill(0.1), [D, 3])),
+    };
     await expect(apgdTargeted(three, x, [0, 0, 0, 0], { eps: 0.05 })).rejects.toThrow(/at least 4 classes/);
   });
 
@@ -147,10 +182,16 @@ describe('APGD properties (linear classifiers, cpu)', () => {
     bad.data[3] = 1.5;
     await expect(apgd(m, bad, [0, 0], { eps: 0.1 })).rejects.toThrow(/x must lie in \[0, 1\].*1\.5 at image 0/);
     await expect(apgd(m, x, [0, 0], { eps: -1 })).rejects.toThrow(/eps must be a finite number >= 0/);
-    await expect(apgd(m, x, [0, 9], { eps: 0.1 })).rejects.toThrow(/apgd-ce: label 9 of image 1 is not a class of this 5-class classifier/);
+    await expect(apgd(m, x, [0, 9], { eps: 0.1 })).rejects.toThrow(
+      /apgd-ce: label 9 of image 1 is not a class of this 5-class classifier/,
+    );
     await expect(apgd(m, x, [0], { eps: 0.1 })).rejects.toThrow(/1 labels for 2 images/);
-    await expect(apgd(m, x, [0, 0], { eps: 0.1, norm: 'L1' as 'L2' })).rejects.toThrow(/norm must be one of Linf, L2, got 'L1'/);
-    const wrong: AttackModel = { classify: (v) => reshape(v, [v.shape[0] as number, D]).constructor && reshape(v, [D * (v.shape[0] as number)]) };
+    await expect(apgd(m, x, [0, 0], { eps: 0.1, norm: 'L1' as 'L2' })).rejects.toThrow(
+      /norm must be one of Linf, L2, got 'L1'/,
+    );
+    const wrong: AttackModel = {
+      classify: (v) => reshape(v, [v.shape[0] as number, D]).constructor && reshape(v, [D * (v.shape[0] as number)]),
+    };
     await expect(apgd(wrong, x, [0, 0], { eps: 0.1 })).rejects.toThrow(/logits of shape \[32\] for 2 images/);
   });
 });
@@ -186,7 +227,10 @@ describe('losses', () => {
           const z2 = Float32Array.from(z, (v) => a * v + b);
           const t = (y + 1) % 6;
           expect(dlrLoss(z2, 6, [y]).loss[0]).toBeCloseTo(dlrLoss(z, 6, [y]).loss[0] as number, 4);
-          expect(dlrTargetedLoss(z2, 6, [y], [t]).loss[0]).toBeCloseTo(dlrTargetedLoss(z, 6, [y], [t]).loss[0] as number, 4);
+          expect(dlrTargetedLoss(z2, 6, [y], [t]).loss[0]).toBeCloseTo(
+            dlrTargetedLoss(z, 6, [y], [t]).loss[0] as number,
+            4,
+          );
           const ce = crossEntropyLoss(z, 6, [y]);
           expect(Math.abs(ce.dz.reduce((s, v) => s + v, 0))).toBeLessThan(1e-6);
         },
@@ -208,7 +252,8 @@ describe('losses', () => {
         const dn = Float64Array.from(z);
         up[j] = (up[j] as number) + h;
         dn[j] = (dn[j] as number) - h;
-        const fd = ((fn(Float32Array.from(up)).loss[0] as number) - (fn(Float32Array.from(dn)).loss[0] as number)) / (2 * h);
+        const fd =
+          ((fn(Float32Array.from(up)).loss[0] as number) - (fn(Float32Array.from(dn)).loss[0] as number)) / (2 * h);
         expect(dz[j], `${name} dz[${j}]`).toBeCloseTo(fd, 2);
       }
     }
@@ -231,7 +276,13 @@ describe('EOT', () => {
     const variance = async (eot: number) => {
       const gs: Float32Array[] = [];
       for (let rep = 0; rep < 300; rep++) {
-        const g = await eotGradient(m, x, eot, (e) => random.noiseKey(['eot-test', rep, eot], e), (z, k, c) => crossEntropyLoss(z, k, new Array(c).fill(y)));
+        const g = await eotGradient(
+          m,
+          x,
+          eot,
+          (e) => random.noiseKey(['eot-test', rep, eot], e),
+          (z, k, c) => crossEntropyLoss(z, k, new Array(c).fill(y)),
+        );
         gs.push(g.grad);
       }
       let v = 0;
@@ -243,7 +294,9 @@ describe('EOT', () => {
     };
     const v1 = await variance(1);
     const v8 = await variance(8);
-    console.log(`EOT gradient variance: eot 1 ${v1.toExponential(3)}, eot 8 ${v8.toExponential(3)}, ratio ${(v1 / v8).toFixed(2)} (expected ~8)`);
+    console.log(
+      `EOT gradient variance: eot 1 ${v1.toExponential(3)}, eot 8 ${v8.toExponential(3)}, ratio ${(v1 / v8).toFixed(2)} (expected ~8)`,
+    );
     expect(v1 / v8).toBeGreaterThan(6);
     expect(v1 / v8).toBeLessThan(10.5);
   }, 60_000);
@@ -254,7 +307,19 @@ describe('EOT', () => {
     const y = await cleanLabels(linearModel(12), x);
     const random = new KeyedRandom(4);
     const run = (eotBatch: number) =>
-      eotGradient(m, x, 6, (e, r) => random.noiseKey(['b', e], r), (z, k, c) => crossEntropyLoss(z, k, Array.from({ length: c * 3 }, (_, i) => y[i % 3] as number)), eotBatch);
+      eotGradient(
+        m,
+        x,
+        6,
+        (e, r) => random.noiseKey(['b', e], r),
+        (z, k, c) =>
+          crossEntropyLoss(
+            z,
+            k,
+            Array.from({ length: c * 3 }, (_, i) => y[i % 3] as number),
+          ),
+        eotBatch,
+      );
     const a = await run(1);
     const b = await run(6);
     const c = await run(4);
@@ -263,6 +328,6 @@ describe('EOT', () => {
       expect(b.grad[j]).toBeCloseTo(a.grad[j] as number, 5);
       expect(c.grad[j]).toBeCloseTo(a.grad[j] as number, 5);
     }
-    b.logits.forEach((v, i) => expect(v).toBeCloseTo(a.logits[i] as number, 5));
+    for (let i = 0; i < b.logits.length; i++) expect(b.logits[i]).toBeCloseTo(a.logits[i] as number, 5);
   });
 });
