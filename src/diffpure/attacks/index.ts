@@ -38,4 +38,14 @@ export {
 export { checkAttackInputs, NORMS, type Norm } from './projections.js';
 export { type AttackRandom, type DrawPurpose, KeyedRandom, mixKey, ReplayRandom } from './random.js';
 export { square } from './square.js';
+export {
+  flowNorm,
+  identityGrid,
+  projectGrid,
+  type StadvOptions,
+  type StadvResult,
+  type StadvTrace,
+  sampleGrid,
+  stadv,
+} from './stadv.js';
 export { correctUnder, describeVerdict, parseVerdict, SINGLE_PASS, type Verdict } from './verdicts.js';
