@@ -371,7 +371,8 @@ function positiveInt(name: string, s: string, allowZero = false): number {
 }
 
 function help(): string {
-  const lines = Object.entries(commands).map(([n, c]) => `  ${n.padEnd(8)} ${c.summary}`);
+  const width = Math.max(...Object.keys(commands).map((n) => n.length));
+  const lines = Object.entries(commands).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`);
   return `usage: diffpure <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'diffpure <command> --help' for a command's options.`;
 }
 
