@@ -3,7 +3,8 @@
 // against a stochastic twin of it, and one APGD iteration against DiffPure's defended classifier (the ddpmpp
 // fixture's score model, nf 32, in front; t* 0.1, both gradient modes). Peer, in the same run: the official
 // fra31/auto-attack 6482e4d attacks on PyTorch (Debian python3-torch, CPU, same thread count) on the same network,
-// when AUTOATTACK_DIR points at a checkout of it (e.g. `git -C <mirror> archive 6482e4d autoattack | tar -x -C DIR`);
+// when AUTOATTACK_DIR points at a directory holding its autoattack/*.py at 6482e4d (e.g. for each f in
+// `git ls-tree --name-only 6482e4d autoattack/`: `git show 6482e4d:$f > DIR/$f`);
 // otherwise the peer is null and the JSON says why.
 // Run: node scripts/build.mjs && node dist/bench-attacks.mjs   (JSON on stdout and in bench/out/attacks.json)
 //

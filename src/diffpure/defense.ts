@@ -60,12 +60,20 @@ export class RowwiseBrownian implements BrownianMotion {
   }
 }
 
-/** purify-then-classify with one key per row; see the file comment. */
-export function defendedClassifier(o: DefenseOptions): Classifier {
-  const mode = o.gradient ?? 'continuous';
+function checkMode(mode: string): void {
   if (!['continuous', 'exact', 'bpda'].includes(mode)) {
     throw new Error(`defense: gradient must be 'continuous', 'exact' or 'bpda', got '${mode}'`);
   }
+}
+
+/**
+ * DiffPure's purifier with one key per row: x [B, C, H, W] in [0, 1] -> purified images (not clipped). Row r's
+ * forward noise and Brownian path come from keys[r]. For BPDA+EOT (attacks/bpda-eot.ts), which needs the purifier
+ * and the classifier apart.
+ */
+export function defendedPurifier(o: Omit<DefenseOptions, 'classifier'>): (x: Tensor, keys: NoiseKeys) => Tensor {
+  const mode = o.gradient ?? 'continuous';
+  checkMode(mode);
   const tStar = o.tStar ?? 0.1;
   const dt = o.dt ?? 1e-3;
   return (x: Tensor, keys: NoiseKeys) => {
@@ -84,8 +92,13 @@ export function defendedClassifier(o: DefenseOptions): Classifier {
       const bm = new RowwiseBrownian(ts[0] as number, ts[1] as number, keys, c * h * w, dt, x.backend.name);
       const run = (v: Tensor) => purify(v, { ...o, tStar, dt, noise, bm, mode: mode === 'bpda' ? 'continuous' : mode });
       // BPDA: forward purify(x), backward identity: x + stop_gradient(purify(x) - x)
-      const purified = mode === 'bpda' ? add(x, detach(sub(run(detach(x)), x))) : run(x);
-      return o.classifier(purified);
+      return mode === 'bpda' ? add(x, detach(sub(run(detach(x)), x))) : run(x);
     });
   };
+}
+
+/** purify-then-classify with one key per row; see the file comment. */
+export function defendedClassifier(o: DefenseOptions): Classifier {
+  const purifier = defendedPurifier(o);
+  return (x: Tensor, keys: NoiseKeys) => tidy(() => o.classifier(purifier(x, keys)));
 }

@@ -14,6 +14,7 @@ import {
 } from './train/classifier.js';
 import { writeShipped } from './train/manifest.js';
 import { loadScoreRun, SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
+import { exportScoreRun } from './train/score-export.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -176,6 +177,15 @@ function runScore(v: Values): void {
     process.stderr.write(
       `${o.out} (step ${step}, EMA) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...) and ${r.manifestPath}\n`,
     );
+    return;
+  }
+  if (typeof v.export === 'string') {
+    const r = exportScoreRun(o.out, v.export);
+    process.stderr.write(
+      `${o.out} (step ${r.step}) -> ${v.export}: score_sde checkpoint {'optimizer', 'model': ${r.modelTensors} tensors, ` +
+        `'ema': ${r.emaTensors} shadow params, 'step'}, torch.save format\n`,
+    );
+    for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
     return;
   }
   const m = o.config.model as { nf?: number; ch_mult?: number[] };

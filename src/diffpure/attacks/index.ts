@@ -22,6 +22,16 @@ export {
   type Version,
   versionPlan,
 } from './autoattack.js';
+export {
+  type BpdaEotOptions,
+  type BpdaEotResult,
+  type BpdaEotTrace,
+  type BpdaGradient,
+  bpdaEot,
+  bpdaUpdate,
+  type PurifiedClassifier,
+  type Purifier,
+} from './bpda-eot.js';
 export { eotGradient, MAX_EOT_ROWS } from './eot.js';
 export { fab, fabTargeted } from './fab.js';
 export { crossEntropyLoss, dlrLoss, dlrTargetedLoss, margins } from './losses.js';
@@ -35,6 +45,7 @@ export {
   type NoiseKeys,
   predictions,
 } from './model.js';
+export { type PgdEotOptions, type PgdEotResult, type PgdEotTrace, pgdEot, pgdEotProject } from './pgd-eot.js';
 export { checkAttackInputs, NORMS, type Norm } from './projections.js';
 export { type AttackRandom, type DrawPurpose, KeyedRandom, mixKey, ReplayRandom } from './random.js';
 export { square } from './square.js';
