@@ -246,7 +246,8 @@ export function scoreSdeCheckpoint(out: string): { root: PyOut; summary: Omit<Sc
   const shadow: HostTensor[] = [];
   const state: [number, PyOut][] = [];
   const params: number[] = [];
-  let i = 0; // index into model.parameters() (our ema.<i> / adam_m.<i> follow the same order)
+  let i = 0; // index into model.parameters(), the official optimizer's numbering
+  let j = 0; // index of our ema.<j> / adam_m.<j>: the trained parameters, in the same order
   for (const [key, p] of slots) {
     if (p.isBuffer) {
       const data =
@@ -260,25 +261,19 @@ export function scoreSdeCheckpoint(out: string): { root: PyOut; summary: Omit<Sc
     const raw = tensor(`model.${key}`);
     model.push([`module.${key}`, raw]);
     params.push(i);
-    if (frozen.has(key)) {
-      const e = tensor(`ema.${i}`).data;
-      let d = 0;
-      for (let j = 0; j < e.length; j++) d = Math.max(d, Math.abs((e[j] as number) - (raw.data[j] as number)));
-      if (d > 0)
-        notes.push(
-          `${key}: score_sde keeps it fixed (requires_grad=False, no EMA entry), this run trained it; the official ` +
-            `model uses the raw value, which differs from the EMA value by up to ${d.toExponential(2)}`,
-        );
-    } else {
-      shadow.push(tensor(`ema.${i}`));
+    if (!frozen.has(key)) {
+      // our checkpoint numbers the trained parameters only (trainScore skips the frozen Fourier W), the official
+      // optimizer state numbers every parameter
+      shadow.push(tensor(`ema.${j}`));
       state.push([
         i,
         new PyDict([
           ['step', { dtype: 'float32', shape: [], data: Float32Array.of(step) }],
-          ['exp_avg', tensor(`adam_m.${i}`)],
-          ['exp_avg_sq', tensor(`adam_v.${i}`)],
+          ['exp_avg', tensor(`adam_m.${j}`)],
+          ['exp_avg_sq', tensor(`adam_v.${j}`)],
         ]),
       ]);
+      j++;
     }
     i++;
   }

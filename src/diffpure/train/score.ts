@@ -97,6 +97,18 @@ function scoreBatch(d: LabelledImages, idx: number[], seed: number, step: number
 export const GRID_TSTARS = [0.1, 0.3, 0.5] as const;
 
 /**
+ * The parameters score_sde trains, in order: all but the Gaussian Fourier projection's W, which it creates with
+ * requires_grad=False (no gradient, no Adam state, no EMA entry; fourier configs only).
+ */
+function trainableSlots(net: NCSNpp) {
+  const names = new Set(net.emaParameterNames());
+  return net
+    .namedSlots()
+    .filter(([k, p]) => !p.isBuffer && names.has(k))
+    .map(([, p]) => p);
+}
+
+/**
  * denoise.png: 8 test images (top row), then each purified by DiffPure at t* = 0.1, 0.3, 0.5 (one row each) with
  * the EMA weights, reverse Euler steps of `dt` (coarser than DiffPure's 1e-3, for a picture at every checkpoint).
  */
@@ -168,7 +180,7 @@ export function trainScore(
   }
   const net = new NCSNpp(cfg);
   net.train();
-  const params = net.parameterSlots();
+  const params = trainableSlots(net);
   const opt = new Adam(params, { lr: o.lr });
   const ema = new Ema(params, Number(o.config.model.ema_rate ?? 0.9999));
   const ckpt = openRun(o.out, identity, resume);
@@ -264,7 +276,7 @@ export function loadScoreRun(out: string, which: 'ema' | 'model' = 'ema'): { net
   net.loadStateDict(withPrefix(f.tensors, 'model'));
   if (which === 'ema') {
     const ema = withPrefix(f.tensors, 'ema');
-    net.parameterSlots().forEach((p, i) => {
+    trainableSlots(net).forEach((p, i) => {
       const t = ema.get(String(i));
       if (!t) throw new Error(`${ckptPath}: no ema.${i} (the checkpoint has fewer EMA tensors than parameters)`);
       const old = p.value;
