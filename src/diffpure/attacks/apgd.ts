@@ -11,7 +11,7 @@
 import { eotGradient, tileLabels } from './eot.js';
 import { crossEntropyLoss, dlrLoss, dlrTargetedLoss } from './losses.js';
 import { type AttackModel, asModel, type Classifier, type Images, logitsOf, predictions, takeRows } from './model.js';
-import { checkAttackInputs, checkLabelRange, type Norm } from './projections.js';
+import { checkAttackInputs, checkLabelRange, clamp01, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
 const f = Math.fround;
@@ -236,8 +236,6 @@ function l2Rows(v: Float32Array, d: number): Float32Array {
   }
   return out;
 }
-
-const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
 
 /** Official L2 projection: clamp(x + n(v - x) min(eps, ||v - x||), 0, 1), n(u) = u / (||u|| + 1e-12). */
 function projectL2(v: Float32Array, x: Float32Array, d: number, eps32: number): Float32Array {

@@ -48,7 +48,15 @@ import {
   takeRows,
   tileRows,
 } from './model.js';
-import { checkAttackInputs, checkLabelRange, type Norm } from './projections.js';
+import {
+  checkAttackInputs,
+  checkLabelRange,
+  clamp01,
+  finiteNonNegative,
+  type Norm,
+  positiveInt,
+  sign,
+} from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
 const f = Math.fround;
@@ -131,19 +139,6 @@ export interface BpdaEotResult extends AttackResult {
   /** Steps evaluated (steps + 1 unless every row broke earlier). */
   evaluations: number;
 }
-
-function positiveInt(name: string, key: string, v: number, min = 1): number {
-  if (!Number.isInteger(v) || v < min) throw new Error(`${name}: ${key} must be an integer >= ${min}, got ${v}`);
-  return v;
-}
-
-function finiteNonNegative(name: string, key: string, v: number): number {
-  if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${name}: ${key} must be a finite number >= 0, got ${v}`);
-  return v;
-}
-
-const sign = (v: number) => (v > 0 ? 1 : v < 0 ? -1 : 0);
-const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
 
 /** purify(x, keys) without a graph, on the host; the purifier must keep the shape. */
 async function purifiedOnHost(m: PurifiedClassifier, x: Images, keys: NoiseKeys, name: string): Promise<Images> {

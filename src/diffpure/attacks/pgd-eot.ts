@@ -20,7 +20,15 @@ import type { AttackResult } from './apgd.js';
 import { eotGradient, tileLabels } from './eot.js';
 import { crossEntropyLoss } from './losses.js';
 import { type AttackModel, asModel, type Classifier, type Images } from './model.js';
-import { checkAttackInputs, checkLabelRange, type Norm } from './projections.js';
+import {
+  checkAttackInputs,
+  checkLabelRange,
+  clamp01,
+  finiteNonNegative,
+  type Norm,
+  positiveInt,
+  sign,
+} from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 import { correctUnder, SINGLE_PASS, type Verdict } from './verdicts.js';
 
@@ -75,19 +83,6 @@ export interface PgdEotResult extends AttackResult {
   robust: boolean[];
   verdict: Verdict;
 }
-
-function positiveInt(name: string, key: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: ${key} must be a positive integer, got ${v}`);
-  return v;
-}
-
-function finiteNonNegative(name: string, key: string, v: number): number {
-  if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${name}: ${key} must be a finite number >= 0, got ${v}`);
-  return v;
-}
-
-const sign = (v: number) => (v > 0 ? 1 : v < 0 ? -1 : 0);
-const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
 
 /**
  * The official projection after a sign step `step` (already x_adv + step_size * sign(g), float32) back to the

@@ -60,3 +60,21 @@ export function checkLabelRange(attack: string, y: ArrayLike<number>, k: number)
       throw new Error(`${attack}: label ${v} of image ${i} is not a class of this ${k}-class classifier (0..${k - 1})`);
   }
 }
+
+/** An option that must be an integer >= min, named in the error. */
+export function positiveInt(attack: string, key: string, v: number, min = 1): number {
+  if (!Number.isInteger(v) || v < min) throw new Error(`${attack}: ${key} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
+
+/** An option that must be a finite number >= 0, named in the error. */
+export function finiteNonNegative(attack: string, key: string, v: number): number {
+  if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${attack}: ${key} must be a finite number >= 0, got ${v}`);
+  return v;
+}
+
+/** torch.sign: 0 at 0. */
+export const sign = (v: number) => (v > 0 ? 1 : v < 0 ? -1 : 0);
+
+/** clamp(v, 0, 1): the image box. */
+export const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);

@@ -30,13 +30,12 @@ import {
   predictions,
   takeRows,
 } from './model.js';
-import { checkAttackInputs, type Norm } from './projections.js';
+import { checkAttackInputs, clamp01, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
 const f = Math.fround;
 /** 1e-12 as the float32 scalar PyTorch adds to a float32 tensor. */
 const TINY = f(1e-12);
-const clamp01 = (v: number) => Math.min(Math.max(v, 0), 1);
 
 export interface SquareOptions {
   norm?: Norm;

@@ -29,6 +29,7 @@ import {
 } from '../../../src/tensor/index.js';
 import { uniformAt } from '../../../src/tensor/philox.js';
 import { bools, f32, fixtureImages, fixtureLabels, fixtureModel, haveAttacks, npy } from './fixture.js';
+import { maxPerturbation, predictedLabels } from './threat.js';
 
 const N = 16;
 const DF = 3 * 32 * 32;
@@ -223,28 +224,6 @@ function images(seed: number, n: number): Images {
   return { data: Float32Array.from({ length: n * D }, (_, i) => uniformAt(seed, 3, i)), shape: [n, C, H, W] };
 }
 
-function cleanLabels(classify: (x: Tensor) => Tensor, x: Images): Int32Array {
-  const v = classify(fromArray(x.data, x.shape)).dataSync();
-  return Int32Array.from({ length: x.shape[0] }, (_, r) => {
-    let best = 0;
-    for (let j = 1; j < K; j++) if ((v[r * K + j] as number) > (v[r * K + best] as number)) best = j;
-    return best;
-  });
-}
-
-function maxPerturbation(adv: Images, x: Images, norm: 'Linf' | 'L2'): number {
-  let m = 0;
-  for (let r = 0; r < x.shape[0]; r++) {
-    let s = 0;
-    for (let j = r * D; j < (r + 1) * D; j++) {
-      const e = Math.abs((adv.data[j] as number) - (x.data[j] as number));
-      s = norm === 'Linf' ? Math.max(s, e) : s + e * e;
-    }
-    m = Math.max(m, norm === 'Linf' ? s : Math.sqrt(s));
-  }
-  return m;
-}
-
 function stochasticModel(seed: number, sigma: number): AttackModel {
   const classify = linearClassifier(seed);
   const purify = noisyPurifier(sigma);
@@ -303,7 +282,7 @@ describe('PGD-EOT and BPDA+EOT properties (linear classifier, keyed noisy purifi
   test('outputs lie in the eps ball and in [0, 1] (PGD-EOT and BPDA+EOT, Linf and L2, bpda and full)', async () => {
     const classify = linearClassifier(1);
     const x = images(1, 6);
-    const y = cleanLabels(classify, x);
+    const y = predictedLabels(classify, x);
     for (const [norm, eps] of [
       ['Linf', 0.05],
       ['L2', 0.3],
@@ -336,7 +315,7 @@ describe('PGD-EOT and BPDA+EOT properties (linear classifier, keyed noisy purifi
   test('eps = 0: PGD-EOT returns x; BPDA+EOT keeps the clean verdict', async () => {
     const classify = linearClassifier(2);
     const x = images(2, 5);
-    const y = cleanLabels(classify, x);
+    const y = predictedLabels(classify, x);
     y[0] = ((y[0] as number) + 1) % K;
     const p = await pgdEot(stochasticModel(2, 0), x, y, { eps: 0, steps: 3, eotIter: 2 });
     expect(Array.from(p.adv.data)).toEqual(Array.from(x.data));
@@ -349,7 +328,7 @@ describe('PGD-EOT and BPDA+EOT properties (linear classifier, keyed noisy purifi
   test('BPDA through an identity purifier is the full gradient', async () => {
     const classify = linearClassifier(3);
     const x = images(3, 6);
-    const y = cleanLabels(classify, x);
+    const y = predictedLabels(classify, x);
     const run = (gradient: 'bpda' | 'full') =>
       bpdaEot({ purify: (v) => v, classify }, x, y, {
         eps: 0.1,
@@ -367,7 +346,7 @@ describe('PGD-EOT and BPDA+EOT properties (linear classifier, keyed noisy purifi
   test('same seed, same result with a stochastic purifier; rows per call and the verdict rule as asked', async () => {
     const classify = linearClassifier(4);
     const x = images(4, 6);
-    const y = cleanLabels(classify, x);
+    const y = predictedLabels(classify, x);
     const m = { purify: noisyPurifier(0.3), classify };
     const opts = { eps: 0.1, steps: 5, stepSize: 0.02, eotAttackReps: 4, eotDefenseReps: 9 };
     const a = await bpdaEot(m, x, y, { ...opts, seed: 11 });
@@ -391,13 +370,13 @@ describe('PGD-EOT and BPDA+EOT properties (linear classifier, keyed noisy purifi
     // the verdict model may differ from the attacked one (Lee & Kim's defence vs attack settings)
     const judged = await pgdEot(sm, x, y, { ...popts, seed: 3, verdictModel: (v) => classify(v) });
     expect(Array.from(judged.adv.data)).toEqual(Array.from(p.adv.data));
-    expect(judged.robust).toEqual(Array.from(cleanLabels(classify, judged.adv), (c, i) => c === y[i]));
+    expect(judged.robust).toEqual(Array.from(predictedLabels(classify, judged.adv), (c, i) => c === y[i]));
   }, 60_000);
 
   test('bad input is refused by name', async () => {
     const classify = linearClassifier(5);
     const x = images(5, 2);
-    const y = cleanLabels(classify, x);
+    const y = predictedLabels(classify, x);
     const bad: Images = { data: x.data.map((v, i) => (i === 3 ? 1.5 : v)), shape: x.shape };
     const m = stochasticModel(5, 0.1);
     const pm = { purify: noisyPurifier(0.1), classify };

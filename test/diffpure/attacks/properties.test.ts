@@ -16,6 +16,7 @@ import { matmul } from '../../../src/tensor/prims/matmul.js';
 import { reshape } from '../../../src/tensor/prims/shape.js';
 import { getBackend, setBackend } from '../../../src/tensor/runtime.js';
 import { countingBackend } from '../../sde/helpers.js';
+import { maxPerturbation, predictedLabels } from './threat.js';
 
 const C = 1;
 const H = 4;
@@ -57,29 +58,6 @@ function images(seed: number, n: number): Images {
   return { data: Float32Array.from({ length: n * D }, (_, i) => uniformAt(seed, 3, i)), shape: [n, C, H, W] };
 }
 
-async function cleanLabels(m: AttackModel, x: Images): Promise<Int32Array> {
-  const z = m.classify(fromArray(x.data, x.shape), []);
-  const v = z.dataSync();
-  return Int32Array.from({ length: x.shape[0] }, (_, r) => {
-    let best = 0;
-    for (let j = 1; j < K; j++) if ((v[r * K + j] as number) > (v[r * K + best] as number)) best = j;
-    return best;
-  });
-}
-
-function maxPerturbation(adv: Images, x: Images, norm: 'Linf' | 'L2'): number {
-  let m = 0;
-  for (let r = 0; r < x.shape[0]; r++) {
-    let s = 0;
-    for (let j = r * D; j < (r + 1) * D; j++) {
-      const e = Math.abs((adv.data[j] as number) - (x.data[j] as number));
-      s = norm === 'Linf' ? Math.max(s, e) : s + e * e;
-    }
-    m = Math.max(m, norm === 'Linf' ? s : Math.sqrt(s));
-  }
-  return m;
-}
-
 describe('APGD properties (linear classifiers, cpu)', () => {
   test('outputs lie in the eps ball and in [0, 1]; eps = 0 gives the clean accuracy', async () => {
     await fc.assert(
@@ -90,7 +68,7 @@ describe('APGD properties (linear classifiers, cpu)', () => {
         async (seed, norm, eps) => {
           const m = linearModel(seed);
           const x = images(seed, 6);
-          const y = await cleanLabels(m, x);
+          const y = predictedLabels((v) => m.classify(v, []), x);
           y[0] = ((y[0] as number) + 1) % K; // one clean mistake: never attacked, returned as is
           const res = await apgd(m, x, y, { norm, eps, nIter: 10, seed });
           expect(maxPerturbation(res.adv, x, norm)).toBeLessThanOrEqual(Math.fround(eps) * (1 + 1e-5) + 1e-6);
@@ -108,7 +86,7 @@ describe('APGD properties (linear classifiers, cpu)', () => {
   test('robust accuracy does not increase with eps and is 0 at a large eps', async () => {
     const m = linearModel(3);
     const x = images(3, 16);
-    const y = await cleanLabels(m, x);
+    const y = predictedLabels((v) => m.classify(v, []), x);
     let last = 1;
     const accs: number[] = [];
     for (const eps of [0, 0.02, 0.05, 0.1, 0.2, 1]) {
@@ -128,7 +106,7 @@ describe('APGD properties (linear classifiers, cpu)', () => {
   test('same seed, same result; another seed, another random start', async () => {
     const m = linearModel(5);
     const x = images(5, 4);
-    const y = await cleanLabels(m, x);
+    const y = predictedLabels((v) => m.classify(v, []), x);
     const starts: Float32Array[] = [];
     for (const seed of [7, 7, 8]) {
       await apgd(m, x, y, {
@@ -146,7 +124,7 @@ describe('APGD properties (linear classifiers, cpu)', () => {
   test("an image's random start depends on its index in the data set, not on its batch", async () => {
     const m = linearModel(6);
     const x = images(6, 4);
-    const y = await cleanLabels(m, x);
+    const y = predictedLabels((v) => m.classify(v, []), x);
     const whole: Float32Array[] = [];
     await apgd(m, x, y, { eps: 0.1, nIter: 2, seed: 3, trace: (e) => e.kind === 'run' && whole.push(e.xInit) });
     const alone: Float32Array[] = [];
@@ -164,7 +142,7 @@ describe('APGD properties (linear classifiers, cpu)', () => {
   test('APGD-T stays in the ball and refuses classifiers with fewer than 4 classes', async () => {
     const m = linearModel(9);
     const x = images(9, 4);
-    const y = await cleanLabels(m, x);
+    const y = predictedLabels((v) => m.classify(v, []), x);
     const r = await apgdTargeted(m, x, y, { eps: 0.05, nIter: 5, nTargetClasses: 3 });
     expect(maxPerturbation(r.adv, x, 'Linf')).toBeLessThanOrEqual(Math.fround(0.05) + 1e-7);
     const three: AttackModel = {
@@ -203,7 +181,7 @@ test('APGD holds no tensor after it returns (counting backend): memory stays fla
   try {
     const m = linearModel(4, 0.1);
     const x = images(4, 3);
-    const y = await cleanLabels(linearModel(4), x);
+    const y = predictedLabels((v) => linearModel(4).classify(v, []), x);
     const base = be.live;
     await apgd(m, x, y, { eps: 0.1, nIter: 3, eotIter: 2 });
     expect(be.live).toBe(base);
@@ -271,7 +249,7 @@ describe('EOT', () => {
   test('the variance of the EOT gradient falls about as 1 / eotIter', async () => {
     const m = linearModel(11, 0.3);
     const x = images(11, 1);
-    const y = (await cleanLabels(linearModel(11), x))[0] as number;
+    const y = predictedLabels((v) => linearModel(11).classify(v, []), x)[0] as number;
     const random = new KeyedRandom(0);
     const variance = async (eot: number) => {
       const gs: Float32Array[] = [];
@@ -304,7 +282,7 @@ describe('EOT', () => {
   test('EOT batching changes nothing but speed', async () => {
     const m = linearModel(12, 0.3);
     const x = images(12, 3);
-    const y = await cleanLabels(linearModel(12), x);
+    const y = predictedLabels((v) => linearModel(12).classify(v, []), x);
     const random = new KeyedRandom(4);
     const run = (eotBatch: number) =>
       eotGradient(
