@@ -17,36 +17,13 @@ import { extractStateDict, type HostTensor, readSafetensors, writeNpy } from '..
 import { loadTorchCheckpoint } from '../../src/nn/io/torch.js';
 import { NCSNpp } from '../../src/nn/models/ncsnpp.js';
 import { fromArray } from '../../src/tensor/index.js';
+import { TINY_SCORE } from './tiny-score.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'score-export-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const bin = join(process.cwd(), 'bin', 'diffpure.mjs');
 
-const TINY = {
-  training: { sde: 'vpsde', continuous: true, reduce_mean: true, likelihood_weighting: false },
-  data: { image_size: 28, num_channels: 1, centered: true, random_flip: true },
-  model: {
-    name: 'ncsnpp',
-    nf: 8,
-    ch_mult: [1, 2],
-    num_res_blocks: 1,
-    attn_resolutions: [14],
-    dropout: 0.1,
-    resblock_type: 'biggan',
-    embedding_type: 'positional',
-    conditional: true,
-    skip_rescale: true,
-    resamp_with_conv: true,
-    fir: false,
-    progressive: 'none',
-    progressive_input: 'none',
-    progressive_combine: 'sum',
-    init_scale: 0,
-    nonlinearity: 'swish',
-    scale_by_sigma: false,
-    ema_rate: 0.999,
-  },
-};
+const TINY = TINY_SCORE;
 
 /**
  * The other special cases: Gaussian Fourier features (W is requires_grad=False in score_sde: no EMA entry, no Adam

@@ -12,6 +12,7 @@ import { FASHION_MNIST_DIR } from '../../src/diffpure/data/idx.js';
 import { trainingSeconds } from '../../src/diffpure/train/manifest.js';
 import { differingKeys } from '../../src/diffpure/train/run-folder.js';
 import { listTensors, loadTorchCheckpoint } from '../../src/nn/io/torch.js';
+import { TINY_SCORE } from './tiny-score.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'train-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -125,33 +126,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
 describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
   // a tiny NCSN++ in score_sde's config format, dropout on (its masks must replay on resume too)
   const scoreCfg = join(dir, 'score.json');
-  writeFileSync(
-    scoreCfg,
-    JSON.stringify({
-      training: { reduce_mean: true, likelihood_weighting: false },
-      data: { image_size: 28, num_channels: 1, centered: true, random_flip: true },
-      model: {
-        nf: 8,
-        ch_mult: [1, 2],
-        num_res_blocks: 1,
-        attn_resolutions: [14],
-        dropout: 0.1,
-        resblock_type: 'biggan',
-        embedding_type: 'positional',
-        conditional: true,
-        skip_rescale: true,
-        resamp_with_conv: true,
-        fir: false,
-        progressive: 'none',
-        progressive_input: 'none',
-        progressive_combine: 'sum',
-        init_scale: 0,
-        nonlinearity: 'swish',
-        scale_by_sigma: false,
-        ema_rate: 0.999,
-      },
-    }),
-  );
+  writeFileSync(scoreCfg, JSON.stringify(TINY_SCORE));
   const sargs = (out: string, extra: string[] = []) => [
     bin,
     'train',
