@@ -32,9 +32,10 @@ const SLOW = process.env.DIFFPURE_SLOW === '1';
 
 describe.skipIf(!haveAttacks)('AutoAttack standard against the official run (attacks fixture, cpu)', () => {
   // The whole run costs ~20,000 image forwards in Square's 5000 iterations on the 4 images left (about 7 minutes of
-  // one core here), so CI replays the stages before Square (the same settings under 'custom') and DIFFPURE_SLOW=1
-  // the whole 'standard' run; Square itself is replayed against square_linf in square.test.ts.
-  test(`stage order, per-stage robust flags, robust accuracies and the log lines${SLOW ? '' : ' (stages up to FAB-T)'}`, async () => {
+  // one core here) and FAB-T's 3600 gradients another 2, so CI replays the stages up to APGD-T (the same settings
+  // under 'custom') and DIFFPURE_SLOW=1 the whole 'standard' run; FAB-T and Square themselves are replayed against
+  // fab_t_linf and square_linf in fab.test.ts and square.test.ts.
+  test(`stage order, per-stage robust flags, robust accuracies and the log lines${SLOW ? '' : ' (stages up to APGD-T)'}`, async () => {
     const { model } = fixtureModel();
     const x = fixtureImages();
     const y = fixtureLabels();
@@ -51,13 +52,13 @@ describe.skipIf(!haveAttacks)('AutoAttack standard against the official run (att
       square: new ReplayRandom(squareCalls),
     };
     const lines: string[] = [];
-    const names = SLOW ? ['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square'] : ['clean', 'apgd-ce', 'apgd-t', 'fab-t'];
+    const names = SLOW ? ['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square'] : ['clean', 'apgd-ce', 'apgd-t'];
     const res = await autoAttack(model, x, y, {
       norm: 'Linf',
       eps: 0.025,
       ...(SLOW
         ? { version: 'standard' as const }
-        : { version: 'custom' as const, attacks: ['apgd-ce', 'apgd-t', 'fab-t'] as const }),
+        : { version: 'custom' as const, attacks: ['apgd-ce', 'apgd-t'] as const }),
       seed: 2024,
       bs: 16,
       randomFor: (a) => (a in replays ? replays[a as keyof typeof replays] : new KeyedRandom(2024)),
@@ -85,10 +86,10 @@ describe.skipIf(!haveAttacks)('AutoAttack standard against the official run (att
       expect(res.robust).toEqual(bools(`${dir}/robust.npy`));
       expect(replays.square.remaining).toBe(0);
     } else {
-      const upToFab = ref.log
-        .slice(1, ref.log.findIndex((l) => l.startsWith('robust accuracy after FAB-T')) + 1)
+      const upToApgdT = ref.log
+        .slice(1, ref.log.findIndex((l) => l.startsWith('robust accuracy after APGD-T')) + 1)
         .map(strip);
-      expect(ours.slice(1, 1 + upToFab.length)).toEqual(upToFab);
+      expect(ours.slice(1, 1 + upToApgdT.length)).toEqual(upToApgdT);
     }
   }, 1_800_000);
 });
