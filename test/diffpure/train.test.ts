@@ -116,6 +116,9 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const other = spawnSync(process.execPath, args(a, ['--resume', '--lr', '0.2']), { encoding: 'utf8' });
     expect(other.status).toBe(1);
     expect(other.stderr).toMatch(/--resume: .*run\.json was started with other options \(lr\)/);
+    const longer = spawnSync(process.execPath, args(a, ['--resume', '--steps', '30']), { encoding: 'utf8' });
+    expect(longer.status).toBe(1);
+    expect(longer.stderr).toMatch(/follows a cosine schedule over 24 steps; resume with --steps 24/);
     const bad = spawnSync(process.execPath, [bin, 'train', 'classifier', '--batch', 'x'], { encoding: 'utf8' });
     expect(bad.stderr).toMatch(/--batch must be a positive integer, got 'x'/);
     const what = spawnSync(process.execPath, [bin, 'train', 'gan'], { encoding: 'utf8' });

@@ -111,6 +111,15 @@ export function trainClassifier(
   const ckpt = openRun(o.out, identity, resume);
   const start = ckpt?.step ?? 0;
   if (ckpt) {
+    // the cosine schedule spans --steps: a resume with another --steps would silently bend the lr curve
+    const last = readFileSync(join(o.out, 'log.jsonl'), 'utf8').trim().split('\n').pop();
+    const planned = last ? (JSON.parse(last) as { steps?: number }).steps : undefined;
+    if (planned !== undefined && planned !== o.steps) {
+      throw new Error(
+        `--resume: ${o.out} follows a cosine schedule over ${planned} steps; resume with --steps ${planned} ` +
+          `(--steps ${o.steps} would change the learning rate of every remaining step)`,
+      );
+    }
     net.loadStateDict(withPrefix(ckpt.tensors, 'model'));
     const mom = withPrefix(ckpt.tensors, 'momentum');
     opt.loadBuffers(
