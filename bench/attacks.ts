@@ -13,7 +13,6 @@
 // BENCH_BACKENDS (default "cpu"; add webgpu for lavapipe or a real GPU), BENCH_DIFFPURE (default 1: run the
 // defended classifier case), BENCH_THREADS (ours and the peer's, default 2).
 
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +26,7 @@ import { readNpy } from '../src/nn/io/index.js';
 import { configureGemm } from '../src/tensor/cpu/gemm.js';
 import { cpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
 import { add, concat, initBackend, mul, randomNormal } from '../src/tensor/index.js';
-import { envList, machineInfo } from './machine.js';
+import { envList, machineInfo, pythonPeer } from './machine.js';
 
 const FIX = join(process.cwd(), '..', 'shared', 'fixtures');
 const ATT = join(FIX, 'attacks');
@@ -114,18 +113,7 @@ function peer(): Record<string, unknown> {
     x: join(ATT, 'x.npy'),
     y: join(ATT, 'y.npy'),
   };
-  const r = spawnSync('/usr/bin/python3', ['-c', PY, JSON.stringify(spec)], {
-    encoding: 'utf8',
-    timeout: 3_600_000,
-    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
-  });
-  if (r.error || r.status !== 0) {
-    return {
-      measured: false,
-      why: (r.error?.message ?? r.stderr.trim().split('\n').slice(-3).join(' ')).slice(0, 400),
-    };
-  }
-  return { measured: true, ...JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') };
+  return pythonPeer(PY, spec, threads, 3_600_000);
 }
 
 async function main(): Promise<void> {

@@ -18,7 +18,6 @@
 // Environment: BENCH_STEPS (timed steps, default 3, after 2 warm-up steps), BENCH_MODELS (ddpmpp-small,wrn-16-4),
 // BENCH_DDPMPP_BATCH (default 32), BENCH_WRN_BATCH (default 64), BENCH_THREADS (default "2,1": ours and the peer's).
 
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import * as T from '../src/index.js';
@@ -30,7 +29,7 @@ import { Adam } from '../src/nn/optim/index.js';
 import type { CpuBackend } from '../src/tensor/cpu/backend.js';
 import { configureGemm } from '../src/tensor/cpu/gemm.js';
 import { cpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
-import { envList, machineInfo } from './machine.js';
+import { envList, machineInfo, pythonPeer } from './machine.js';
 
 const steps = Number(process.env.BENCH_STEPS ?? 3);
 const models = envList('BENCH_MODELS', 'ddpmpp-small,wrn-16-4');
@@ -183,18 +182,7 @@ function pytorch(model: string, batch: number, threads: number): Record<string, 
     return { measured: false, why: 'SCORE_SDE_DIR is not set (a checkout of yang-song/score_sde_pytorch)' };
   }
   const spec = { model, batch, threads, steps, score_sde: scoreSde, config: JSON.stringify(smallDdpmppJson()) };
-  const r = spawnSync('/usr/bin/python3', ['-c', PY, JSON.stringify(spec)], {
-    encoding: 'utf8',
-    timeout: 1_800_000,
-    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
-  });
-  if (r.error || r.status !== 0) {
-    return {
-      measured: false,
-      why: (r.error?.message ?? r.stderr.trim().split('\n').slice(-3).join(' ')).slice(0, 400),
-    };
-  }
-  return { measured: true, ...JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') };
+  return pythonPeer(PY, spec, threads, 1_800_000);
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;

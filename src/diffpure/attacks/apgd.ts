@@ -10,7 +10,16 @@
 
 import { eotGradient, tileLabels } from './eot.js';
 import { crossEntropyLoss, dlrLoss, dlrTargetedLoss } from './losses.js';
-import { type AttackModel, asModel, type Classifier, type Images, logitsOf, predictions, takeRows } from './model.js';
+import {
+  type AttackModel,
+  type AttackResult,
+  asModel,
+  type Classifier,
+  type Images,
+  logitsOf,
+  predictions,
+  takeRows,
+} from './model.js';
 import { checkAttackInputs, checkLabelRange, clamp01, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 
@@ -64,13 +73,6 @@ export type ApgdTrace =
       fooled: boolean[];
     }
   | { kind: 'checkpoint'; run: number; i: number; halved: boolean[] };
-
-export interface AttackResult {
-  /** Adversarial images where the attack succeeded, the clean images elsewhere (as the official perturb). */
-  adv: Images;
-  /** Still correctly classified at x and at every iterate the attack tried (the official acc flag). */
-  robust: boolean[];
-}
 
 /** k0, k_min and the decrement of the checkpoint intervals (official init_hyperparam). */
 export function apgdCheckpointParams(nIter: number): { k0: number; kMin: number; dec: number } {

@@ -5,9 +5,18 @@
 //
 // Robust accuracy counts clean-misclassified images as not robust (denominator: all images), as AutoAttack does.
 
-import { type ApgdOptions, type AttackResult, apgd, apgdTargeted } from './apgd.js';
+import { type ApgdOptions, apgd, apgdTargeted } from './apgd.js';
 import { fab, fabTargeted } from './fab.js';
-import { type AttackModel, asModel, type Classifier, type Images, logitsOf, predictions, takeRows } from './model.js';
+import {
+  type AttackModel,
+  type AttackResult,
+  asModel,
+  type Classifier,
+  type Images,
+  logitsOf,
+  predictions,
+  takeRows,
+} from './model.js';
 import { checkAttackInputs, type Norm } from './projections.js';
 import { type AttackRandom, KeyedRandom } from './random.js';
 import { square } from './square.js';

@@ -34,11 +34,11 @@
 import { fromArray } from '../../tensor/prims/creation.js';
 import { withGradMode } from '../../tensor/runtime.js';
 import { type Tensor, tidy } from '../../tensor/tensor.js';
-import type { AttackResult } from './apgd.js';
 import { MAX_EOT_ROWS } from './eot.js';
 import { crossEntropyLoss } from './losses.js';
 import {
   type AttackModel,
+  type AttackResult,
   type Images,
   letEventLoopRun,
   logitsAndGrad,

@@ -26,10 +26,10 @@ import { vjp } from '../../autograd/engine.js';
 import { fromArray } from '../../tensor/prims/creation.js';
 import { withGradMode } from '../../tensor/runtime.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import type { AttackResult } from './apgd.js';
 import { projectionL2, projectionLinf } from './fab-projections.js';
 import {
   type AttackModel,
+  type AttackResult,
   asModel,
   type Classifier,
   type Images,

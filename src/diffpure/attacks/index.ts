@@ -5,7 +5,6 @@ export {
   type ApgdOptions,
   type ApgdTargetedOptions,
   type ApgdTrace,
-  type AttackResult,
   apgd,
   apgdCheckpoints,
   apgdTargeted,
@@ -37,6 +36,7 @@ export { fab, fabTargeted } from './fab.js';
 export { crossEntropyLoss, dlrLoss, dlrTargetedLoss, margins } from './losses.js';
 export {
   type AttackModel,
+  type AttackResult,
   asModel,
   type Classifier,
   type Images,

@@ -24,6 +24,13 @@ export interface Images {
   readonly shape: readonly [number, number, number, number];
 }
 
+export interface AttackResult {
+  /** Adversarial images where the attack succeeded, the clean images elsewhere (as the official perturb). */
+  adv: Images;
+  /** Still correctly classified at x and at every iterate the attack tried (the official acc flag). */
+  robust: boolean[];
+}
+
 export interface AttackModel {
   readonly classify: Classifier;
   /** Backend the inputs are created on (default: the current backend). */

@@ -16,10 +16,9 @@
 // (test.py predict), which may be a different purifier from the one attacked (their att_* / def_* settings), by
 // a vote over num_ensemble_runs purifications (1 in cifar10_pgd.sh, 10 elsewhere).
 
-import type { AttackResult } from './apgd.js';
 import { eotGradient, tileLabels } from './eot.js';
 import { crossEntropyLoss } from './losses.js';
-import { type AttackModel, asModel, type Classifier, type Images } from './model.js';
+import { type AttackModel, type AttackResult, asModel, type Classifier, type Images } from './model.js';
 import {
   checkAttackInputs,
   checkLabelRange,

@@ -18,10 +18,10 @@
 // per-image draws, by the image's index in the whole data set, so results do not depend on the batch composition
 // beyond the shared-window quirk (the shared draws are functions of (seed, restart, iteration) only).
 
-import type { AttackResult } from './apgd.js';
 import { margins } from './losses.js';
 import {
   type AttackModel,
+  type AttackResult,
   asModel,
   type Classifier,
   type Images,

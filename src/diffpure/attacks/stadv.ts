@@ -31,10 +31,10 @@ import { gridSample } from '../../tensor/composite/resample.js';
 import { fromArray } from '../../tensor/prims/creation.js';
 import { withGradMode } from '../../tensor/runtime.js';
 import { type Tensor, tidy } from '../../tensor/tensor.js';
-import type { AttackResult } from './apgd.js';
 import { MAX_EOT_ROWS } from './eot.js';
 import {
   type AttackModel,
+  type AttackResult,
   asModel,
   type Classifier,
   type Images,
