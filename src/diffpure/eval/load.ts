@@ -1,0 +1,173 @@
+// What a protocol names on disk, loaded: the sample list of its data set, and its classifier and purifier as
+// functions on tensors (EvalModels). Relative paths are tried from the working directory, then from the package
+// (so the presets' weights/... paths work from anywhere).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { div, fromArray, sub, upsampleBilinear2d } from '../../tensor/index.js';
+import type { Tensor } from '../../tensor/tensor.js';
+import { takeRows } from '../attacks/model.js';
+import { loadCifar10 } from '../data/cifar10.js';
+import { FASHION_MNIST_DIR, loadMnistLike } from '../data/idx.js';
+import { listImageFolder, readImageFolder } from '../data/image-folder.js';
+import { defendedPurifier } from '../defense.js';
+import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
+import type { Protocol } from './protocol.js';
+import type { EvalData, EvalModels } from './runner.js';
+import { sampleIndices } from './units.js';
+
+export const FASHION_MNIST_CLASSES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
+export const CIFAR10_CLASSES = [
+  'airplane',
+  'automobile',
+  'bird',
+  'cat',
+  'deer',
+  'dog',
+  'frog',
+  'horse',
+  'ship',
+  'truck',
+];
+
+/** The folder holding package.json of diffpure-ts (for the presets' weights/ paths). */
+function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const pj = join(dir, 'package.json');
+    if (existsSync(pj)) {
+      try {
+        if ((JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'diffpure-ts') return dir;
+      } catch {
+        // not ours; keep walking up
+      }
+    }
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+/** A protocol path: as given when it exists (or is absolute), else from the package root; null when neither. */
+export function resolvePath(p: string): string | null {
+  if (existsSync(p)) return p;
+  if (isAbsolute(p)) return null;
+  const root = packageRoot();
+  const q = root ? join(root, p) : null;
+  return q && existsSync(q) ? q : null;
+}
+
+function requirePath(p: string, field: string, fix: string): string {
+  const r = resolvePath(p);
+  if (!r) throw new Error(`${field} '${p}' not found (looked in ${process.cwd()} and the package folder). ${fix}`);
+  return r;
+}
+
+function modelConfig(kind: ModelKind, config: unknown, field: string): unknown {
+  if (typeof config !== 'string') return checkConfig(kind, config);
+  const path = requirePath(config, field, 'Give the JSON config of the checkpoint, or put it inline in the protocol.');
+  try {
+    return checkConfig(kind, JSON.parse(readFileSync(path, 'utf8')));
+  } catch (e) {
+    throw new Error(`${field} '${path}': ${e instanceof Error ? e.message : e}`);
+  }
+}
+
+/** The sample list of a protocol (see units.ts), read from its data set. */
+export function loadEvalData(p: Protocol): EvalData & { classes: string[] } {
+  const d = p.data;
+  if (d.set === 'fashion-mnist') {
+    const all = loadMnistLike('test', d.dir ?? FASHION_MNIST_DIR);
+    const idx = sampleIndices(d.sample, all.shape[0]);
+    return {
+      images: takeRows({ data: all.images, shape: all.shape }, idx),
+      labels: Int32Array.from(idx, (i) => all.labels[i] as number),
+      indices: idx,
+      classes: FASHION_MNIST_CLASSES,
+    };
+  }
+  if (!d.dir)
+    throw new Error(`data.dir: ${d.set} has no default folder here; give its folder with --data-dir /path/to/${d.set}`);
+  if (d.set === 'cifar10') {
+    const all = loadCifar10('test', d.dir);
+    const idx = sampleIndices(d.sample, all.shape[0]);
+    return {
+      images: takeRows({ data: all.images, shape: all.shape }, idx),
+      labels: Int32Array.from(idx, (i) => all.labels[i] as number),
+      indices: idx,
+      classes: CIFAR10_CLASSES,
+    };
+  }
+  // ImageNet val in folder layout: DiffPure's subset over the sorted listing, Resize(256) + CenterCrop(224)
+  const total = listImageFolder(d.dir).files.length;
+  const idx = sampleIndices(d.sample, total);
+  const r = readImageFolder(d.dir, { indices: idx });
+  return { images: { data: r.images, shape: r.shape }, labels: r.labels, indices: idx, classes: r.classes };
+}
+
+const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+export interface LoadedModels extends EvalModels {
+  dispose(): void;
+}
+
+/** The protocol's classifier and purifier, loaded onto `backend`. */
+export async function loadEvalModels(p: Protocol, backend: string): Promise<LoadedModels> {
+  const c = p.classifier;
+  const cw = requirePath(
+    c.weights,
+    'classifier.weights',
+    c.weights.startsWith('weights/')
+      ? 'The embedded classifier is not in this checkout; train and ship it (diffpure train classifier ... --ship) or give --classifier-weights.'
+      : 'Give the checkpoint with --classifier-weights PATH.',
+  );
+  const pw = requirePath(
+    p.purifier.weights,
+    'purifier.weights',
+    p.purifier.weights.startsWith('weights/')
+      ? 'The embedded score model is not in this checkout; train and ship it (diffpure train score ... --ship) or give --score-weights.'
+      : 'Give the checkpoint with --score-weights PATH.',
+  );
+  const net: Network = await loadNetwork(c.model, modelConfig(c.model, c.config, 'classifier.config'), cw, backend);
+  const score = await loadNetwork(
+    p.purifier.model,
+    modelConfig(p.purifier.model, p.purifier.config, 'purifier.config'),
+    pw,
+    backend,
+  );
+  const imagenet = c.transform === 'imagenet';
+  let classify: (x: Tensor) => Tensor = (x) => net.forward(x);
+  if (imagenet) {
+    const mean = fromArray(Float32Array.from(IMAGENET_MEAN), [1, 3, 1, 1], { backend });
+    const std = fromArray(Float32Array.from(IMAGENET_STD), [1, 3, 1, 1], { backend });
+    classify = (x) => net.forward(div(sub(x, mean), std));
+  }
+  const scoreType = p.purifier.model === 'adm' ? 'guided_diffusion' : 'score_sde';
+  return {
+    backend,
+    classify,
+    purifier: ({ tStar, dt, gradient }) => {
+      const purify = defendedPurifier({ model: (v, t) => score.forward(v, t), scoreType, tStar, dt, gradient });
+      if (!imagenet) return purify;
+      // DiffPure's SDE_Adv_Model on ImageNet: 224 -> 256 (bilinear) before purifying, back to 224 after
+      return (x, keys) =>
+        upsampleBilinear2d(purify(upsampleBilinear2d(x, { size: [256, 256] }), keys), { size: [224, 224] });
+    },
+    dispose() {
+      net.module.dispose();
+      score.module.dispose();
+    },
+  };
+}

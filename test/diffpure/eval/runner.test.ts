@@ -1,0 +1,155 @@
+// The protocol runner on stand-in models: records per image, the table (mean ± std over seeds, the min rule),
+// verdict rules, resume after a torn write, 3 shards merged = 1 run, and a changed protocol refused.
+
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mergeRecords } from '../../../src/diffpure/eval-command.js';
+import { RecordsFile, readRecords } from '../../../src/diffpure/eval/records.js';
+import { markdownTable, type Results, summarize } from '../../../src/diffpure/eval/report.js';
+import { runEval } from '../../../src/diffpure/eval/runner.js';
+import { WHOLE } from '../../../src/diffpure/eval/units.js';
+import { initBackend } from '../../../src/tensor/index.js';
+import { standInData, standInModels, standInProtocol } from './stand-in.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'eval-runner-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeAll(async () => {
+  await initBackend('cpu');
+});
+
+const p = standInProtocol();
+const identity = { protocol: p, images: 12, backend: 'cpu' };
+/** The table's numbers without the timing (which differs run to run). */
+const numbers = (r: Results) => JSON.stringify({ ...r, seconds: 0 });
+
+async function wholeRun(out: string): Promise<{ results: Results; records: RecordsFile }> {
+  const models = standInModels();
+  const data = standInData(models);
+  const records = RecordsFile.open(out, identity, WHOLE);
+  await runEval(p, models, data, { records, shard: WHOLE, advDir: join(out, 'adv') });
+  return { results: summarize(p, 12, records.contents.samples, records.contents.units), records };
+}
+
+let one: { results: Results; records: RecordsFile };
+beforeAll(async () => {
+  const a = join(dir, 'one');
+  rmSync(a, { recursive: true, force: true });
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(a, { recursive: true });
+  one = await wholeRun(a);
+}, 120_000);
+
+describe('eval runner', () => {
+  test('one record per image x seed x attack x model, and the table from them', () => {
+    const r = one.results;
+    expect(r.complete).toBe(true);
+    expect(one.records.contents.samples).toHaveLength(12 * 3 * 3 * 2);
+    const s = one.records.contents.samples[0];
+    expect(s).toMatchObject({ type: 'sample', attack: 'aa-standard', target: 'diffpure', seed: 5, sample: 0, index: 100 });
+    expect(s?.linf).toBeLessThanOrEqual(0.15 + 1e-6);
+    // 2 targets x (3 attacks + 1 min row)
+    expect(r.rows.map((x) => `${x.target}/${x.attack}`)).toEqual([
+      'diffpure/aa-standard',
+      'diffpure/aa-rand',
+      'diffpure/pgd',
+      'diffpure/aa (min)',
+      'classifier/aa-standard',
+      'classifier/aa-rand',
+      'classifier/pgd',
+      'classifier/aa (min)',
+    ]);
+    for (const row of r.rows) {
+      expect(row.perSeed).toHaveLength(3);
+      const rob = row.perSeed.map((x) => x.robust);
+      const mean = rob.reduce((a, b) => a + b, 0) / 3;
+      expect(row.robust.mean).toBeCloseTo(mean, 10);
+      expect(row.robust.std).toBeCloseTo(Math.sqrt(rob.reduce((a, b) => a + (b - mean) ** 2, 0) / 3), 10);
+      for (const x of row.perSeed) expect(x.robust).toBeLessThanOrEqual(x.standard + (row.attack === 'pgd' ? 100 : 0));
+    }
+    // the min rule takes the lower robust accuracy of the two AutoAttack runs, seed by seed
+    const row = (t: string, a: string) => r.rows.find((x) => x.target === t && x.attack === a);
+    for (const seed of [0, 1, 2]) {
+      const m = row('diffpure', 'aa (min)')?.perSeed[seed]?.robust;
+      expect(m).toBe(
+        Math.min(
+          row('diffpure', 'aa-standard')?.perSeed[seed]?.robust as number,
+          row('diffpure', 'aa-rand')?.perSeed[seed]?.robust as number,
+        ),
+      );
+    }
+    // the bare classifier is deterministic: its clean accuracy is the same for every seed and attack (10 of 12)
+    for (const x of r.rows.filter((y) => y.target === 'classifier')) expect(x.standard.mean).toBeCloseTo(1000 / 12, 10);
+    // eps 0.15 on a linear model breaks it
+    expect(row('classifier', 'aa-standard')?.robust.mean).toBeLessThan(row('classifier', 'aa-standard')?.standard.mean as number);
+    const md = markdownTable(r);
+    expect(md).toMatch(/\| DiffPure \| aa \(min\) \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| 18\/18 \|/);
+    expect(md).toMatch(/pgd: PGD-EOT, L2 eps 0.5; t\* 0.1, dt 0.01, continuous gradient; majority vote over 3 passes/);
+  });
+
+  test('the unit lines record the settings the bare classifier ran with (one EOT sample, one pass)', () => {
+    const units = [...one.records.contents.units.values()];
+    const rand = units.find((u) => u.attack === 'aa-rand' && u.target === 'classifier');
+    expect(rand?.settings).toMatchObject({ apgdEot: 1 });
+    const pgd = units.find((u) => u.attack === 'pgd' && u.target === 'diffpure');
+    expect(pgd?.settings).toMatchObject({ eotIter: 2, verdict: { rule: 'majority', n: 3 } });
+  });
+
+  test('a torn last write is dropped and its unit rerun: the same records as an uninterrupted run', async () => {
+    const b = join(dir, 'torn');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(b, { recursive: true });
+    const path = join(b, 'records.jsonl');
+    // the first 10 units as the whole run wrote them, then 3 sample lines of unit 11 and half a line
+    const lines = readFileSync(join(dir, 'one', 'records.jsonl'), 'utf8').trim().split('\n');
+    let units = 0;
+    let cut = 0;
+    for (let i = 1; i < lines.length && units < 10; i++) {
+      if (JSON.parse(lines[i] as string).type === 'unit') units++;
+      cut = i;
+    }
+    writeFileSync(path, `${lines.slice(0, cut + 4).join('\n')}\n${(lines[cut + 4] as string).slice(0, 20)}`);
+    const c = readRecords(path);
+    expect(c.units.size).toBe(10);
+    expect(c.dropped).toBe(4);
+    const r = await wholeRun(b);
+    expect(numbers(r.results)).toBe(numbers(one.results));
+    const sorted = (f: string) => readFileSync(f, 'utf8').trim().split('\n').filter((l) => l.includes('"sample"')).sort();
+    expect(sorted(path)).toEqual(sorted(join(dir, 'one', 'records.jsonl')));
+  }, 120_000);
+
+  test('3 shards merged give the table of one run, bit for bit', async () => {
+    const c = join(dir, 'shards');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(c, { recursive: true });
+    const models = standInModels();
+    const data = standInData(models);
+    for (const index of [2, 0, 1]) {
+      const shard = { index, count: 3, source: 'test' };
+      const records = RecordsFile.open(c, identity, shard);
+      await runEval(p, models, data, { records, shard });
+    }
+    const m = mergeRecords([c]);
+    expect(m.files).toHaveLength(3);
+    expect(numbers(m.results)).toBe(numbers(one.results));
+    // a missing shard gives an incomplete table that says so
+    rmSync(join(c, 'records-1-of-3.jsonl'));
+    const part = mergeRecords([c]).results;
+    expect(part.complete).toBe(false);
+    expect(markdownTable(part)).toMatch(/incomplete/);
+  }, 120_000);
+
+  test('records of another protocol are refused, naming what differs', () => {
+    const q = structuredClone(p);
+    (q.attacks[0] as { eps: number }).eps = 0.2;
+    expect(() => RecordsFile.open(join(dir, 'one'), { ...identity, protocol: q }, WHOLE)).toThrow(
+      /another run \(differing: protocol\.attacks\[0\]\.eps\).*--fresh/,
+    );
+    expect(() => RecordsFile.open(join(dir, 'one'), { ...identity, backend: 'webgpu' }, WHOLE)).toThrow(/backend/);
+    const bad = join(dir, 'bad.jsonl');
+    writeFileSync(bad, '{"type":"header","format":"x"}\n');
+    expect(() => readRecords(bad)).toThrow(/not a diffpure eval records file/);
+    appendFileSync(bad, 'garbage\n{}\n');
+  });
+});
