@@ -36,23 +36,30 @@ describe('protocols', () => {
       f(p);
       return () => checkProtocol(p);
     };
-    expect(bad((p) => ((p.attacks as { eps: unknown }[])[0] as { eps: unknown }).eps = -1)).toThrow(
+    expect(bad((p) => (((p.attacks as { eps: unknown }[])[0] as { eps: unknown }).eps = -1))).toThrow(
       /attacks\[0\]\.eps/,
     );
     expect(bad((p) => (p.seeds = []))).toThrow(/seeds/);
     expect(bad((p) => (p.seeds = [1, 1]))).toThrow(/seeds.*twice/);
-    expect(bad((p) => ((p.attacks as { id: string }[])[1] as { id: string }).id = 'aa-standard')).toThrow(
+    expect(bad((p) => (((p.attacks as { id: string }[])[1] as { id: string }).id = 'aa-standard'))).toThrow(
       /names two attacks/,
     );
-    expect(bad((p) => ((p.report as { min: { of: string[] }[] }).min[0] as { of: string[] }).of = ['x'])).toThrow(
+    expect(bad((p) => (((p.report as { min: { of: string[] }[] }).min[0] as { of: string[] }).of = ['x']))).toThrow(
       /report\.min\[0\]\.of/,
     );
-    expect(bad((p) => ((p.attacks as { verdict?: string }[])[0] as { verdict?: string }).verdict = 'most:3')).toThrow(
+    expect(bad((p) => (((p.attacks as { verdict?: string }[])[0] as { verdict?: string }).verdict = 'most:3'))).toThrow(
       /attacks\[0\]\.verdict/,
     );
     expect(
       bad((p) => {
-        (p.attacks as unknown[]).push({ id: 'b', attack: 'bpda-eot', norm: 'Linf', eps: 0.1, tStar: 0.1, targets: ['classifier'] });
+        (p.attacks as unknown[]).push({
+          id: 'b',
+          attack: 'bpda-eot',
+          norm: 'Linf',
+          eps: 0.1,
+          tStar: 0.1,
+          targets: ['classifier'],
+        });
       }),
     ).toThrow(/BPDA/);
     expect(bad((p) => ((p.data as { set: string }).set = 'mnist'))).toThrow(/data\.set.*fashion-mnist/);

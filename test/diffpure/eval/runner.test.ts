@@ -5,11 +5,11 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { mergeRecords } from '../../../src/diffpure/eval-command.js';
 import { RecordsFile, readRecords } from '../../../src/diffpure/eval/records.js';
 import { markdownTable, type Results, summarize } from '../../../src/diffpure/eval/report.js';
 import { runEval } from '../../../src/diffpure/eval/runner.js';
 import { WHOLE } from '../../../src/diffpure/eval/units.js';
+import { mergeRecords } from '../../../src/diffpure/eval-command.js';
 import { initBackend } from '../../../src/tensor/index.js';
 import { standInData, standInModels, standInProtocol } from './stand-in.js';
 
@@ -47,7 +47,14 @@ describe('eval runner', () => {
     expect(r.complete).toBe(true);
     expect(one.records.contents.samples).toHaveLength(12 * 3 * 3 * 2);
     const s = one.records.contents.samples[0];
-    expect(s).toMatchObject({ type: 'sample', attack: 'aa-standard', target: 'diffpure', seed: 5, sample: 0, index: 100 });
+    expect(s).toMatchObject({
+      type: 'sample',
+      attack: 'aa-standard',
+      target: 'diffpure',
+      seed: 5,
+      sample: 0,
+      index: 100,
+    });
     expect(s?.linf).toBeLessThanOrEqual(0.15 + 1e-6);
     // 2 targets x (3 attacks + 1 min row)
     expect(r.rows.map((x) => `${x.target}/${x.attack}`)).toEqual([
@@ -82,7 +89,9 @@ describe('eval runner', () => {
     // the bare classifier is deterministic: its clean accuracy is the same for every seed and attack (10 of 12)
     for (const x of r.rows.filter((y) => y.target === 'classifier')) expect(x.standard.mean).toBeCloseTo(1000 / 12, 10);
     // eps 0.15 on a linear model breaks it
-    expect(row('classifier', 'aa-standard')?.robust.mean).toBeLessThan(row('classifier', 'aa-standard')?.standard.mean as number);
+    expect(row('classifier', 'aa-standard')?.robust.mean).toBeLessThan(
+      row('classifier', 'aa-standard')?.standard.mean as number,
+    );
     const md = markdownTable(r);
     expect(md).toMatch(/\| DiffPure \| aa \(min\) \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| 18\/18 \|/);
     expect(md).toMatch(/pgd: PGD-EOT, L2 eps 0.5; t\* 0.1, dt 0.01, continuous gradient; majority vote over 3 passes/);
@@ -102,7 +111,9 @@ describe('eval runner', () => {
     mkdirSync(b, { recursive: true });
     const path = join(b, 'records.jsonl');
     // the first 10 units as the whole run wrote them, then 3 sample lines of unit 11 and half a line
-    const lines = readFileSync(join(dir, 'one', 'records.jsonl'), 'utf8').trim().split('\n');
+    const lines = readFileSync(join(dir, 'one', 'records.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
     let units = 0;
     let cut = 0;
     for (let i = 1; i < lines.length && units < 10; i++) {
@@ -115,7 +126,12 @@ describe('eval runner', () => {
     expect(c.dropped).toBe(4);
     const r = await wholeRun(b);
     expect(numbers(r.results)).toBe(numbers(one.results));
-    const sorted = (f: string) => readFileSync(f, 'utf8').trim().split('\n').filter((l) => l.includes('"sample"')).sort();
+    const sorted = (f: string) =>
+      readFileSync(f, 'utf8')
+        .trim()
+        .split('\n')
+        .filter((l) => l.includes('"sample"'))
+        .sort();
     expect(sorted(path)).toEqual(sorted(join(dir, 'one', 'records.jsonl')));
   }, 120_000);
 
