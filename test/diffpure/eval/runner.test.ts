@@ -10,7 +10,8 @@ import { markdownTable, type Results, summarize } from '../../../src/diffpure/ev
 import { runEval } from '../../../src/diffpure/eval/runner.js';
 import { WHOLE } from '../../../src/diffpure/eval/units.js';
 import { mergeRecords } from '../../../src/diffpure/eval-command.js';
-import { initBackend } from '../../../src/tensor/index.js';
+import { floor, getBackend, initBackend, mul, setBackend } from '../../../src/tensor/index.js';
+import { countingBackend } from '../../sde/helpers.js';
 import { standInData, standInModels, standInProtocol } from './stand-in.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'eval-runner-'));
@@ -168,4 +169,58 @@ describe('eval runner', () => {
     expect(() => readRecords(bad)).toThrow(/not a diffpure eval records file/);
     appendFileSync(bad, 'garbage\n{}\n');
   });
+
+  test("the attack layer's sanity flags reach the table: Square beating a gradient-masked classifier", async () => {
+    const d = join(dir, 'masked');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(d, { recursive: true });
+    const base = standInModels();
+    // floor(8x)/8 before the linear layer: the same predictions up to quantisation, zero input gradient
+    const masked = {
+      ...base,
+      classify: (x: Parameters<typeof base.classify>[0]) => base.classify(mul(floor(mul(x, 8)), 1 / 8)),
+    };
+    const q = structuredClone(p);
+    q.seeds = [1];
+    q.attacks = [
+      {
+        id: 'masked',
+        attack: 'autoattack',
+        version: 'custom',
+        attacks: ['apgd-ce', 'square'],
+        norm: 'Linf',
+        eps: 0.3,
+        tStar: 0.1,
+        targets: ['classifier'],
+        settings: { apgdIter: 5, squareQueries: 300 },
+      },
+    ];
+    q.report = {};
+    const records = RecordsFile.open(d, { protocol: q, images: 12, backend: 'cpu' }, WHOLE);
+    await runEval(q, masked, standInData(masked), { records, shard: WHOLE });
+    const r = summarize(q, 12, records.contents.samples, records.contents.units);
+    expect(r.rows[0]?.robust.mean).toBeLessThan(r.rows[0]?.standard.mean as number);
+    expect(r.warnings.join('\n')).toMatch(/masked on the classifier: Square Attack has decreased the robust accuracy/);
+    expect(markdownTable(r)).toMatch(/Sanity flags from the attacks:[\s\S]*Square Attack has decreased/);
+  }, 120_000);
+
+  test('a run holds no tensor after it returns (counting backend)', async () => {
+    const be = countingBackend();
+    const prev = getBackend().name;
+    await setBackend('cpu-counting');
+    try {
+      const d = join(dir, 'counting');
+      const { mkdirSync } = await import('node:fs');
+      mkdirSync(d, { recursive: true });
+      const models = standInModels('cpu-counting');
+      const data = standInData(models);
+      const base = be.live;
+      const q = { ...p, seeds: [9] };
+      const records = RecordsFile.open(d, { protocol: q, images: 12, backend: 'cpu-counting' }, WHOLE);
+      await runEval(q, models, data, { records, shard: WHOLE });
+      expect(be.live).toBe(base);
+    } finally {
+      await setBackend(prev);
+    }
+  }, 120_000);
 });
