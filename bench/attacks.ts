@@ -5,7 +5,8 @@
 // fra31/auto-attack 6482e4d attacks on PyTorch (Debian python3-torch, CPU, same thread count) on the same network,
 // when AUTOATTACK_DIR points at a directory holding its autoattack/*.py at 6482e4d (e.g. for each f in
 // `git ls-tree --name-only 6482e4d autoattack/`: `git show 6482e4d:$f > DIR/$f`);
-// otherwise the peer is null and the JSON says why.
+// otherwise the peer is null and the JSON says why. The adaptive attacks against DiffPure (PGD-EOT, BPDA+EOT,
+// StAdv at the paper's settings, extrapolated) are bench/attacks-adaptive.ts.
 // Run: node scripts/build.mjs && node dist/bench-attacks.mjs   (JSON on stdout and in bench/out/attacks.json)
 //
 // Environment: BENCH_ITERS (APGD/FAB iterations timed, default 10; seconds per image are extrapolated to the
@@ -18,15 +19,14 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { apgd } from '../src/diffpure/attacks/apgd.js';
 import { fabTargeted } from '../src/diffpure/attacks/fab.js';
-import type { AttackModel, Images } from '../src/diffpure/attacks/model.js';
+import type { AttackModel } from '../src/diffpure/attacks/model.js';
 import { square } from '../src/diffpure/attacks/square.js';
 import { defendedClassifier, type GradientMode } from '../src/diffpure/defense.js';
 import { loadNetwork } from '../src/diffpure/models.js';
-import { readNpy } from '../src/nn/io/index.js';
 import { configureGemm } from '../src/tensor/cpu/gemm.js';
 import { cpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
 import { add, concat, initBackend, mul, randomNormal } from '../src/tensor/index.js';
-import { envList, machineInfo, pythonPeer } from './machine.js';
+import { attackImages, envList, machineInfo, pythonPeer, timedAsync } from './machine.js';
 
 const FIX = join(process.cwd(), '..', 'shared', 'fixtures');
 const ATT = join(FIX, 'attacks');
@@ -37,20 +37,7 @@ const backends = envList('BENCH_BACKENDS', 'cpu');
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
-function images(b: number): { x: Images; y: number[] } {
-  const a = readNpy(join(ATT, 'x.npy'));
-  const y = readNpy(join(ATT, 'y.npy'));
-  const d = 3 * 32 * 32;
-  const data = new Float32Array(b * d);
-  for (let i = 0; i < b; i++) data.set(Float32Array.from(a.data.subarray((i % 16) * d, ((i % 16) + 1) * d)), i * d);
-  return { x: { data, shape: [b, 3, 32, 32] }, y: Array.from({ length: b }, (_, i) => y.data[i % 16] as number) };
-}
-
-async function timed<T>(f: () => Promise<T>): Promise<{ seconds: number; value: T }> {
-  const t0 = performance.now();
-  const value = await f();
-  return { seconds: (performance.now() - t0) / 1000, value };
-}
+const images = (b: number) => attackImages(ATT, b);
 
 const PY = String.raw`
 import json, sys, time, torch, torch.nn as nn, torch.nn.functional as F
@@ -149,7 +136,7 @@ async function main(): Promise<void> {
       // all images attacked: labels from the clean prediction would drop the two the network gets wrong; the
       // official APGD skips them too, so both sides do the same work
       const loadBefore = os.loadavg()[0];
-      const a = await timed(() => apgd(model, x, y, { eps: 0.025, nIter: iters, seed: 0 }));
+      const a = await timedAsync(() => apgd(model, x, y, { eps: 0.025, nIter: iters, seed: 0 }));
       results.push({
         backend,
         attack: 'apgd-ce',
@@ -160,7 +147,7 @@ async function main(): Promise<void> {
         loadavg: [loadBefore, os.loadavg()[0]],
       });
       process.stderr.write(`${backend} apgd-ce batch ${b}: ${a.seconds.toFixed(2)} s for ${iters} iterations\n`);
-      const f = await timed(() => fabTargeted(model, x, y, { eps: 0.025, nIter: iters, nTargetClasses: 1 }));
+      const f = await timedAsync(() => fabTargeted(model, x, y, { eps: 0.025, nIter: iters, nTargetClasses: 1 }));
       results.push({
         backend,
         attack: 'fab-t',
@@ -171,7 +158,7 @@ async function main(): Promise<void> {
         secondsPerImage100: r3((f.seconds / b) * (100 / iters)),
       });
       process.stderr.write(`${backend} fab-t batch ${b}: ${f.seconds.toFixed(2)} s\n`);
-      const s = await timed(() => square(model, x, y, { eps: 0.025, nQueries: queries, seed: 0 }));
+      const s = await timedAsync(() => square(model, x, y, { eps: 0.025, nQueries: queries, seed: 0 }));
       results.push({
         backend,
         attack: 'square',
@@ -202,7 +189,7 @@ async function main(): Promise<void> {
     };
     const { x: x2, y: y2 } = images(2);
     for (const eotBatch of [1, 8]) {
-      const e = await timed(() => apgd(noisy, x2, y2, { eps: 0.025, nIter: 2, eotIter: 8, eotBatch, seed: 0 }));
+      const e = await timedAsync(() => apgd(noisy, x2, y2, { eps: 0.025, nIter: 2, eotIter: 8, eotBatch, seed: 0 }));
       results.push({
         backend,
         attack: 'apgd-ce eot 8',
@@ -230,7 +217,7 @@ async function main(): Promise<void> {
             classifier: (v) => wrn.forward(v),
           }),
         };
-        const d = await timed(() => apgd(dp, x1, y1, { eps: 0.025, nIter: 1, seed: 0 }));
+        const d = await timedAsync(() => apgd(dp, x1, y1, { eps: 0.025, nIter: 1, seed: 0 }));
         // one clean forward (purify + classify) and two gradients (start and iteration 0)
         results.push({
           backend,

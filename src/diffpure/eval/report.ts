@@ -65,7 +65,13 @@ export function describeAttack(a: AttackSpec, target: Target, p: Protocol): stri
     a.attack === 'autoattack'
       ? `AutoAttack ${a.version}${a.attacks ? ` [${a.attacks.join(', ')}]` : ''}`
       : { 'pgd-eot': 'PGD-EOT', 'bpda-eot': 'BPDA+EOT', stadv: 'StAdv' }[a.attack];
-  const verdict = describeVerdict(parseVerdict(a.verdict ?? 'single'));
+  const rule = parseVerdict(a.verdict ?? 'single');
+  const verdict =
+    a.attack === 'bpda-eot'
+      ? `BPDA+EOT's verdict (logits averaged over ${a.eotDefenseReps ?? 150} purifications at each evaluation)`
+      : rule.rule === 'single'
+        ? 'one stochastic pass'
+        : describeVerdict(rule);
   const defence =
     target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${a.gradient ?? 'continuous'} gradient` : 'no defence';
   return `${kind}, ${threat}; ${defence}; ${verdict}`;
