@@ -5,15 +5,16 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readNpy } from '../../nn/io/index.js';
 import { div, fromArray, sub, upsampleBilinear2d } from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { takeRows } from '../attacks/model.js';
+import { type Images, takeRows } from '../attacks/model.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { FASHION_MNIST_DIR, loadMnistLike } from '../data/idx.js';
 import { listImageFolder, readImageFolder } from '../data/image-folder.js';
 import { defendedPurifier } from '../defense.js';
 import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
-import type { Protocol } from './protocol.js';
+import type { Protocol, SampleRule } from './protocol.js';
 import type { EvalData, EvalModels } from './runner.js';
 import { sampleIndices } from './units.js';
 
@@ -84,6 +85,34 @@ function modelConfig(kind: ModelKind, config: unknown, field: string): unknown {
   }
 }
 
+/** Your own images: x.npy [N, C, H, W] in [0, 1] (float32 or float64) and y.npy [N] integer labels. */
+function npyData(x: string, y: string, rule: SampleRule, classes?: string[]): EvalData & { classes: string[] } {
+  const xp = requirePath(x, 'data.x', 'Give images [N, C, H, W] in [0, 1] as .npy.');
+  const yp = requirePath(y, 'data.y', 'Give their labels [N] as .npy.');
+  const a = readNpy(xp);
+  if (a.shape.length !== 4 || (a.shape[1] !== 1 && a.shape[1] !== 3))
+    throw new Error(`data.x '${xp}' has shape [${a.shape.join(', ')}]; expected images [N, C, H, W] with C 1 or 3`);
+  const bad = a.data.findIndex((v) => !(v >= 0 && v <= 1));
+  if (bad >= 0)
+    throw new Error(
+      `data.x '${xp}' holds ${a.data[bad]} at flat index ${bad}; images must lie in [0, 1] (divide 8-bit pixels by 255)`,
+    );
+  const l = readNpy(yp);
+  if (l.shape.length !== 1 || l.shape[0] !== a.shape[0])
+    throw new Error(`data.y '${yp}' has shape [${l.shape.join(', ')}]; expected [${a.shape[0]}], one label per image`);
+  const wrong = l.data.findIndex((v) => !Number.isInteger(v) || v < 0);
+  if (wrong >= 0) throw new Error(`data.y '${yp}' holds ${l.data[wrong]} at index ${wrong}; labels are integers >= 0`);
+  const all: Images = { data: Float32Array.from(a.data), shape: a.shape as unknown as Images['shape'] };
+  const idx = sampleIndices(rule, a.shape[0] as number);
+  const k = Math.max(...l.data) + 1;
+  return {
+    images: takeRows(all, idx),
+    labels: Int32Array.from(idx, (i) => l.data[i] as number),
+    indices: idx,
+    classes: classes ?? Array.from({ length: k }, (_, i) => String(i)),
+  };
+}
+
 /** The sample list of a protocol (see units.ts), read from its data set. */
 export function loadEvalData(p: Protocol): EvalData & { classes: string[] } {
   const d = p.data;
@@ -97,6 +126,7 @@ export function loadEvalData(p: Protocol): EvalData & { classes: string[] } {
       classes: FASHION_MNIST_CLASSES,
     };
   }
+  if (d.set === 'npy') return npyData(d.x as string, d.y as string, d.sample, d.classes);
   if (!d.dir)
     throw new Error(`data.dir: ${d.set} has no default folder here; give its folder with --data-dir /path/to/${d.set}`);
   if (d.set === 'cifar10') {

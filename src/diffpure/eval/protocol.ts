@@ -16,7 +16,7 @@ import fmnistQuick from './presets/fmnist-quick.json' with { type: 'json' };
 import leeKim from './presets/lee-kim.json' with { type: 'json' };
 import robustbench from './presets/robustbench.json' with { type: 'json' };
 
-export const DATA_SETS = ['fashion-mnist', 'cifar10', 'imagenet'] as const;
+export const DATA_SETS = ['fashion-mnist', 'cifar10', 'imagenet', 'npy'] as const;
 export type DataSet = (typeof DATA_SETS)[number];
 
 /** Which test images: DiffPure's subsets (np.random.RandomState(seed).choice per data seed) or the first n. */
@@ -26,6 +26,11 @@ export interface DataSpec {
   set: DataSet;
   /** Folder of the data set (default: Debian's Fashion-MNIST folder; required for cifar10 and imagenet). */
   dir?: string;
+  /** set 'npy' (your own images): images [N, C, H, W] float32 in [0, 1] and labels [N], as .npy files. */
+  x?: string;
+  y?: string;
+  /** set 'npy': class names for the pictures (default the class numbers). */
+  classes?: string[];
   sample: SampleRule;
 }
 
@@ -241,6 +246,10 @@ export function checkProtocol(v: unknown): Protocol {
   oneOf(d, 'set', 'data', DATA_SETS);
   // a missing folder is reported when the data are read (the CLI's --data-dir fills it in)
   if (d.dir !== undefined) str(d, 'dir', 'data');
+  if (d.set === 'npy') {
+    str(d, 'x', 'data');
+    str(d, 'y', 'data');
+  }
   const s = obj(d.sample, 'data.sample');
   const rule = oneOf(s, 'rule', 'data.sample', ['diffpure', 'first'] as const);
   if (rule === 'diffpure') {
