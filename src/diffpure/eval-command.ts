@@ -181,10 +181,8 @@ export async function runEvalCommand(a: EvalArgs): Promise<void> {
     bar.done();
   }
   const results = summarize(p, n, records.contents.samples, records.contents.units);
-  let grid: string | null = null;
-  if (shard.count === 1 || existsSync(advPath(join(out, 'adv'), { ...firstUnit(p), chunk: 0 }))) {
-    grid = await writeGrid(out, p, models, data, loaded.classes, records.contents.samples);
-  }
+  // the picture needs the first attack's first batch on DiffPure: the shard that ran it draws it
+  const grid = await writeGrid(out, p, models, data, loaded.classes, records.contents.samples);
   models.dispose();
   writeResults(out, results, { shard, records: records.path, grid });
   if (a.json) console.log(JSON.stringify({ ...results, shard, records: records.path, grid }));
@@ -194,11 +192,6 @@ export async function runEvalCommand(a: EvalArgs): Promise<void> {
       console.log(`This is shard ${shard.index} of ${shard.count}; join the shards with: diffpure merge ${out}`);
   }
   say(`eval: wrote ${join(out, 'results.md')}, results.json${grid ? `, ${grid}` : ''}`);
-}
-
-function firstUnit(p: Protocol): { attack: string; target: string; seed: number } {
-  const spec = p.attacks.find((x) => attackTargets(x).includes('diffpure')) ?? p.attacks[0];
-  return { attack: spec?.id ?? '', target: 'diffpure', seed: p.seeds[0] as number };
 }
 
 /** Joins the records of shards (folders or files) into one table; they must come from the same run. */

@@ -1,5 +1,6 @@
 // The adaptive attacks against DiffPure's defended classifier on webgpu (lavapipe in CI), through the eval runner:
-// the fixtures' score model and WideResNet at t* 0.002 on two images, PGD-EOT with exact gradients and BPDA+EOT.
+// the fixtures' score model and WideResNet at t* 0.002 on two images, PGD-EOT with exact gradients and BPDA+EOT at
+// one step each (lavapipe is slow: the full protocol runs on cpu in test/diffpure/eval/adaptive.test.ts).
 // Reproducible from the seed on this backend, BPDA >= PGD-EOT (exact) in robust accuracy, and every byte comes back.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -31,7 +32,14 @@ describe.skipIf(!gpu || !haveDiffPureFixtures)('adaptive attacks on DiffPure on 
       batch: 2,
       attacks: base.attacks
         .filter((a) => a.id === 'pgd-exact' || a.id === 'bpda')
-        .map((a) => ({ ...a, targets: ['diffpure' as const] })),
+        .map((a) => ({
+          ...a,
+          targets: ['diffpure' as const],
+          steps: 1,
+          eotIter: 1,
+          eotAttackReps: 1,
+          eotDefenseReps: 2,
+        })),
     };
     const models = await diffpureFixtureModels('webgpu');
     const data = diffpureFixtureData(2);
@@ -50,6 +58,7 @@ describe.skipIf(!gpu || !haveDiffPureFixtures)('adaptive attacks on DiffPure on 
       expect(row('bpda')?.robust.mean).toBeGreaterThanOrEqual(row('pgd-exact')?.robust.mean as number);
       const b = await run('b');
       expect(JSON.stringify(b.samples)).toBe(JSON.stringify(a.samples));
+      expect(a.samples.every((s) => s.linf <= 2 / 255 + 1e-6)).toBe(true);
     } finally {
       models.dispose();
     }

@@ -59,7 +59,7 @@ function meanStd(xs: number[]): MeanStd {
 export function describeAttack(a: AttackSpec, target: Target, p: Protocol): string {
   const threat =
     a.attack === 'stadv'
-      ? `StAdv flow ${a.bound}`
+      ? `flow bound ${a.bound}`
       : `${a.norm} eps ${+a.eps.toFixed(6)}${a.norm === 'Linf' ? ` (${+(a.eps * 255).toFixed(2)}/255)` : ''}`;
   const kind =
     a.attack === 'autoattack'
@@ -72,8 +72,11 @@ export function describeAttack(a: AttackSpec, target: Target, p: Protocol): stri
       : rule.rule === 'single'
         ? 'one stochastic pass'
         : describeVerdict(rule);
-  const defence =
-    target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${a.gradient ?? 'continuous'} gradient` : 'no defence';
+  const through =
+    a.attack === 'bpda-eot'
+      ? 'identity backward through the purifier (BPDA)'
+      : `${a.gradient ?? 'continuous'} gradient`;
+  const defence = target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${through}` : 'no defence';
   return `${kind}, ${threat}; ${defence}; ${verdict}`;
 }
 
