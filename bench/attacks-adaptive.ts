@@ -28,6 +28,8 @@
 // BENCH_TSTARS (default "0.005,0.01": 5 and 10 reverse steps), BENCH_BATCH (images, default 1), BENCH_BACKENDS
 // (default "cpu"; webgpu needs XDG_RUNTIME_DIR set, e.g. /tmp/xdg-runtime), BENCH_THREADS (default 2).
 
+// the entry registers every backend (webgpu included), which the imports of single modules below do not
+import '../src/index.js';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';

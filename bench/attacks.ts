@@ -14,6 +14,8 @@
 // BENCH_BACKENDS (default "cpu"; add webgpu for lavapipe or a real GPU), BENCH_DIFFPURE (default 1: run the
 // defended classifier case), BENCH_THREADS (ours and the peer's, default 2).
 
+// the entry registers every backend (webgpu included), which the imports of single modules below do not
+import '../src/index.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
