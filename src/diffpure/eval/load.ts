@@ -10,7 +10,7 @@ import { div, fromArray, sub, upsampleBilinear2d } from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { type Images, takeRows } from '../attacks/model.js';
 import { loadCifar10 } from '../data/cifar10.js';
-import { FASHION_MNIST_DIR, loadMnistLike } from '../data/idx.js';
+import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
 import { listImageFolder, readImageFolder } from '../data/image-folder.js';
 import { defendedPurifier } from '../defense.js';
 import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
@@ -113,32 +113,26 @@ function npyData(x: string, y: string, rule: SampleRule, classes?: string[]): Ev
   };
 }
 
+/** The sample list of a whole test split in memory. */
+function subsetOf(all: LabelledImages, rule: SampleRule, classes: string[]): EvalData & { classes: string[] } {
+  const idx = sampleIndices(rule, all.shape[0]);
+  return {
+    images: takeRows({ data: all.images, shape: all.shape }, idx),
+    labels: Int32Array.from(idx, (i) => all.labels[i] as number),
+    indices: idx,
+    classes,
+  };
+}
+
 /** The sample list of a protocol (see units.ts), read from its data set. */
 export function loadEvalData(p: Protocol): EvalData & { classes: string[] } {
   const d = p.data;
-  if (d.set === 'fashion-mnist') {
-    const all = loadMnistLike('test', d.dir ?? FASHION_MNIST_DIR);
-    const idx = sampleIndices(d.sample, all.shape[0]);
-    return {
-      images: takeRows({ data: all.images, shape: all.shape }, idx),
-      labels: Int32Array.from(idx, (i) => all.labels[i] as number),
-      indices: idx,
-      classes: FASHION_MNIST_CLASSES,
-    };
-  }
+  if (d.set === 'fashion-mnist')
+    return subsetOf(loadMnistLike('test', d.dir ?? FASHION_MNIST_DIR), d.sample, FASHION_MNIST_CLASSES);
   if (d.set === 'npy') return npyData(d.x as string, d.y as string, d.sample, d.classes);
   if (!d.dir)
     throw new Error(`data.dir: ${d.set} has no default folder here; give its folder with --data-dir /path/to/${d.set}`);
-  if (d.set === 'cifar10') {
-    const all = loadCifar10('test', d.dir);
-    const idx = sampleIndices(d.sample, all.shape[0]);
-    return {
-      images: takeRows({ data: all.images, shape: all.shape }, idx),
-      labels: Int32Array.from(idx, (i) => all.labels[i] as number),
-      indices: idx,
-      classes: CIFAR10_CLASSES,
-    };
-  }
+  if (d.set === 'cifar10') return subsetOf(loadCifar10('test', d.dir), d.sample, CIFAR10_CLASSES);
   // ImageNet val in folder layout: DiffPure's subset over the sorted listing, Resize(256) + CenterCrop(224)
   const total = listImageFolder(d.dir).files.length;
   const idx = sampleIndices(d.sample, total);

@@ -8,23 +8,13 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, describe, expect, test } from 'vitest';
 import { evalGrid, type GridCell, type GridSample, writeEvalGrid } from '../../../src/diffpure/eval/grid.js';
+import { FASHION_MNIST_CLASSES } from '../../../src/diffpure/eval/load.js';
 import { CHAR_ADVANCE, drawText, TEXT_HEIGHT, textWidth } from '../../../src/diffpure/font.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grid-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const FMNIST = [
-  'T-shirt/top',
-  'Trouser',
-  'Pullover',
-  'Dress',
-  'Coat',
-  'Sandal',
-  'Shirt',
-  'Sneaker',
-  'Bag',
-  'Ankle boot',
-];
+const FMNIST = FASHION_MNIST_CLASSES;
 
 function sample(n: number, label: number, extra: Partial<GridSample> = {}): GridSample {
   const clean = new Float32Array(n).fill(0.5);
