@@ -382,7 +382,11 @@ const commands: Record<string, Command> = {
             ? undefined
             : String(v.seeds)
                 .split(',')
-                .map((s) => positiveInt('--seeds', s.trim(), true)),
+                .map((s) => {
+                  if (s.trim() === '')
+                    throw new Error(`--seeds '${v.seeds}': an empty item; give e.g. --seeds 121,122,123`);
+                  return positiveInt('--seeds', s.trim(), true);
+                }),
         batch: v.batch === undefined ? undefined : positiveInt('--batch', String(v.batch)),
         dataDir: v['data-dir'] as string | undefined,
         classifierWeights: v['classifier-weights'] as string | undefined,

@@ -3,7 +3,7 @@
 // PNG of what the attack and the purification did; `merge` joins the shards' records into the same table.
 
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { readNpy } from '../nn/io/index.js';
 import { initBackend, reshape } from '../tensor/index.js';
 import { type Images, logitsOf, predictions, takeRows } from './attacks/model.js';
@@ -11,7 +11,7 @@ import { KeyedRandom } from './attacks/random.js';
 import { type GridSample, writeEvalGrid } from './eval/grid.js';
 import { loadEvalData, loadEvalModels } from './eval/load.js';
 import { progressReporter } from './eval/progress.js';
-import { attackTargets, DEFAULT_PRESET, loadProtocol, PRESETS, type Protocol } from './eval/protocol.js';
+import { attackTargets, checkProtocol, DEFAULT_PRESET, loadProtocol, PRESETS, type Protocol } from './eval/protocol.js';
 import {
   identityMismatch,
   type RecordsContents,
@@ -25,7 +25,7 @@ import {
 } from './eval/records.js';
 import { markdownTable, type Results, summarize } from './eval/report.js';
 import { advPath, type EvalData, type EvalModels, runEval, targetModel } from './eval/runner.js';
-import { parseShard, type Shard, shardFromEnv, WHOLE } from './eval/units.js';
+import { parseShard, type Shard, shardFromEnv, unitKey, WHOLE } from './eval/units.js';
 
 export interface EvalArgs {
   protocol: string;
@@ -56,7 +56,8 @@ export function applyOverrides(p: Protocol, a: Partial<EvalArgs>): Protocol {
   if (a.dt !== undefined) q.purifier.dt = a.dt;
   if (a.seeds) q.seeds = a.seeds;
   if (a.batch !== undefined) q.batch = a.batch;
-  return q;
+  // the overrides pass the same checks as the file (e.g. a seed given twice)
+  return checkProtocol(q);
 }
 
 /** The sample list cut to its first n images (--images). */
@@ -87,6 +88,8 @@ async function writeGrid(
   if (!spec) return null;
   const seed = p.seeds[0] as number;
   const unit = { attack: spec.id, target: 'diffpure', seed, chunk: 0 };
+  // only a unit this run's records hold: an adv file left by another run (before --fresh) is not ours to draw
+  if (!samples.some((s) => unitKey(s) === unitKey(unit))) return null;
   const path = advPath(join(dir, 'adv'), unit);
   if (!existsSync(path)) return null;
   const advAll = readNpy(path);
@@ -181,10 +184,11 @@ export async function runEvalCommand(a: EvalArgs): Promise<void> {
     bar.done();
   }
   const results = summarize(p, n, records.contents.samples, records.contents.units);
+  writeResults(out, results, { shard, records: records.path });
   // the picture needs the first attack's first batch on DiffPure: the shard that ran it draws it
   const grid = await writeGrid(out, p, models, data, loaded.classes, records.contents.samples);
   models.dispose();
-  writeResults(out, results, { shard, records: records.path, grid });
+  if (grid) writeResults(out, results, { shard, records: records.path, grid });
   if (a.json) console.log(JSON.stringify({ ...results, shard, records: records.path, grid }));
   else {
     console.log(markdownTable(results));
@@ -216,7 +220,8 @@ export function mergeRecords(paths: string[]): { results: Results; files: string
 
 export function runMergeCommand(paths: string[], out: string | undefined, json: boolean): void {
   const m = mergeRecords(paths);
-  const dir = out ?? (paths[0] as string);
+  const first = paths[0] as string;
+  const dir = out ?? (first.endsWith('.jsonl') ? dirname(first) : first);
   mkdirSync(dir, { recursive: true });
   writeResults(dir, m.results, { merged: m.files });
   if (json) console.log(JSON.stringify({ ...m.results, merged: m.files }));

@@ -4,11 +4,11 @@
 // Every field is checked here, with errors that name the field and the fix.
 
 import { readFileSync } from 'node:fs';
-import type { StageSettings } from '../attacks/autoattack.js';
-import { ATTACK_NAMES, VERSIONS } from '../attacks/autoattack.js';
+import { ATTACK_NAMES, type StageSettings, VERSIONS } from '../attacks/autoattack.js';
 import { NORMS, type Norm } from '../attacks/projections.js';
 import { parseVerdict } from '../attacks/verdicts.js';
 import type { ModelKind } from '../models.js';
+import diffpureBpda from './presets/diffpure-bpda.json' with { type: 'json' };
 import diffpureCifar10 from './presets/diffpure-cifar10.json' with { type: 'json' };
 import diffpureImagenet from './presets/diffpure-imagenet.json' with { type: 'json' };
 import fmnist from './presets/fmnist.json' with { type: 'json' };
@@ -44,8 +44,8 @@ export interface ModelSpec {
 
 export interface ClassifierSpec extends ModelSpec {
   /**
-   * What DiffPure puts between the purifier and the classifier: 'none', or 'imagenet' (bilinear resize to 224 and
-   * ImageNet's mean/std normalisation, as DiffPure's ImageNet classifier wrappers).
+   * 'none', or 'imagenet': as DiffPure's eval_sde_adv.py, the 224 images go to the purifier resized to 256
+   * (bilinear) and come back at 224, and the classifier normalises with ImageNet's mean/std.
    */
   transform?: 'none' | 'imagenet';
 }
@@ -121,6 +121,7 @@ export const PRESETS: Record<string, unknown> = {
   'fmnist-quick': fmnistQuick,
   fmnist,
   diffpure: diffpureCifar10,
+  'diffpure-bpda': diffpureBpda,
   'diffpure-imagenet': diffpureImagenet,
   robustbench,
   'lee-kim': leeKim,
@@ -185,16 +186,49 @@ function checkModel(v: unknown, where: string, kinds: readonly ModelKind[]): voi
   if (o.config !== undefined && typeof o.config !== 'string') obj(o.config, `${where}.config`);
 }
 
+const COMMON_KEYS = ['id', 'attack', 'tStar', 'gradient', 'targets', 'verdict'];
+/** The fields each attack kind reads: anything else is a typo or a field of another attack, refused. */
+const ATTACK_KEYS: Record<(typeof ATTACK_KINDS)[number], string[]> = {
+  autoattack: ['version', 'attacks', 'norm', 'eps', 'settings'],
+  'pgd-eot': ['norm', 'eps', 'steps', 'stepSize', 'eotIter'],
+  'bpda-eot': ['norm', 'eps', 'steps', 'stepSize', 'eotAttackReps', 'eotDefenseReps'],
+  stadv: ['bound', 'nIter', 'eotIter', 'lr'],
+};
+const STAGE_KEYS: (keyof StageSettings)[] = [
+  'apgdIter',
+  'fabIter',
+  'apgdRestarts',
+  'apgdEot',
+  'apgdTargets',
+  'apgdTargetedRestarts',
+  'fabRestarts',
+  'fabTargets',
+  'squareQueries',
+];
+
+function onlyKeys(o: Obj, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) fail(`${where}.${k}`, `unknown field; the fields here are ${allowed.join(', ')}`);
+  }
+}
+
 function checkAttack(v: unknown, where: string): void {
   const o = obj(v, where);
-  str(o, 'id', where);
+  const id = str(o, 'id', where);
+  // ids name files (adv/<id>.*.npy) and rows
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id))
+    fail(`${where}.id`, `'${id}' must be letters, digits, '.', '_' or '-' (it names files)`);
   const kind = oneOf(o, 'attack', where, ATTACK_KINDS);
+  onlyKeys(o, [...COMMON_KEYS, ...ATTACK_KEYS[kind]], where);
+  if (kind === 'bpda-eot' && o.verdict !== undefined)
+    fail(`${where}.verdict`, 'BPDA+EOT has its own verdict (logits averaged over eotDefenseReps purifications)');
   num(o, 'tStar', where, (x) => x > 0 && x <= 1, 'a diffusion time in (0, 1]');
   oneOf(o, 'gradient', where, ['continuous', 'exact'] as const, 'continuous');
   if (o.targets !== undefined) {
     const t = o.targets;
     if (!Array.isArray(t) || t.length === 0 || t.some((x) => !TARGETS.includes(x as Target)))
       fail(`${where}.targets`, `expected a non-empty list of ${TARGETS.join(', ')}, got ${show(t)}`);
+    if (new Set(t).size !== t.length) fail(`${where}.targets`, `names a target twice: ${show(t)}`);
     if (kind === 'bpda-eot' && t.includes('classifier'))
       fail(`${where}.targets`, "BPDA+EOT approximates the purifier's gradient; the bare classifier has none to attack");
   }
@@ -224,9 +258,10 @@ function checkAttack(v: unknown, where: string): void {
     } else if (version === 'custom') fail(`${where}.attacks`, "version 'custom' needs a list of attacks");
     if (o.settings !== undefined) {
       const s = obj(o.settings, `${where}.settings`);
+      onlyKeys(s, STAGE_KEYS, `${where}.settings`);
       for (const [k, x] of Object.entries(s)) {
-        if (typeof x !== 'number' || !Number.isFinite(x) || x < 0)
-          fail(`${where}.settings.${k}`, `expected a number >= 0, got ${show(x)}`);
+        if (typeof x !== 'number' || !Number.isInteger(x) || x < 1)
+          fail(`${where}.settings.${k}`, `expected a positive integer, got ${show(x)}`);
       }
     }
   } else {

@@ -11,6 +11,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -165,6 +166,16 @@ export class RecordsFile {
    */
   static open(dir: string, identity: RunIdentity, shard: Shard): RecordsFile {
     const path = join(dir, recordsFileName(shard));
+    // shards of another split in the same folder would not merge: say so now, not after the work
+    for (const f of recordsFilesIn(dir)) {
+      const m = /records-\d+-of-(\d+)\.jsonl$/.exec(f);
+      const count = m ? Number(m[1]) : 1;
+      if (count !== shard.count)
+        throw new Error(
+          `${f} is a shard of a ${count}-way split, but this run is ${shard.count}-way (shard ${shard.index}/${shard.count}); ` +
+            `records of different splits do not merge. Give another --out, or pass --shard i/${count} to join that split.`,
+        );
+    }
     const header: HeaderRecord = {
       type: 'header',
       format: RECORDS_FORMAT,
@@ -190,7 +201,9 @@ export class RecordsFile {
       for (const s of c.samples) byUnit.set(unitKey(s), [...(byUnit.get(unitKey(s)) ?? []), s]);
       for (const [k, u] of c.units)
         keep.push(...(byUnit.get(k) ?? []).map((s) => JSON.stringify(s)), JSON.stringify(u));
-      writeFileSync(path, `${keep.join('\n')}\n`);
+      // to a temporary file and renamed: a kill during the rewrite leaves the old file whole
+      writeFileSync(`${path}.tmp`, `${keep.join('\n')}\n`);
+      renameSync(`${path}.tmp`, path);
     }
     return new RecordsFile(path, c);
   }

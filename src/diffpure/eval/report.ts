@@ -55,6 +55,22 @@ function meanStd(xs: number[]): MeanStd {
   return { mean, std: Math.sqrt(v) };
 }
 
+/** The attack's budget where the protocol sets one (a reduced budget must show in the table). */
+function budget(a: AttackSpec): string {
+  const set: Record<string, unknown> =
+    a.attack === 'autoattack'
+      ? { ...(a.settings ?? {}) }
+      : a.attack === 'stadv'
+        ? { nIter: a.nIter, eotIter: a.eotIter }
+        : a.attack === 'pgd-eot'
+          ? { steps: a.steps, stepSize: a.stepSize, eotIter: a.eotIter }
+          : { steps: a.steps, stepSize: a.stepSize, eotAttackReps: a.eotAttackReps, eotDefenseReps: a.eotDefenseReps };
+  const parts = Object.entries(set)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k} ${v}`);
+  return parts.length ? ` (${parts.join(', ')}${a.attack === 'autoattack' ? '; the rest as the version' : ''})` : '';
+}
+
 /** The threat model and settings of an attack row, in words (every number printed says what produced it). */
 export function describeAttack(a: AttackSpec, target: Target, p: Protocol): string {
   const threat =
@@ -77,7 +93,7 @@ export function describeAttack(a: AttackSpec, target: Target, p: Protocol): stri
       ? 'identity backward through the purifier (BPDA)'
       : `${a.gradient ?? 'continuous'} gradient`;
   const defence = target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${through}` : 'no defence';
-  return `${kind}, ${threat}; ${defence}; ${verdict}`;
+  return `${kind}, ${threat}${budget(a)}; ${defence}; ${verdict}`;
 }
 
 /** Results from the finished records of a protocol over `images` samples. */
@@ -140,8 +156,8 @@ export function summarize(
         const rs = parts.map((r) => r?.perSeed.find((x) => x.seed === seed));
         if (rs.some((r) => !r)) continue;
         const ok = rs as SeedResult[];
-        // DiffPure's README: robust accuracy is the lower of the runs; each run checks clean accuracy with its own
-        // draws, so the standard accuracy shown is their mean
+        // DiffPure reports the lower robust accuracy of AutoAttack rand and standard; the standard accuracy shown
+        // is the mean of the runs' clean checks (equal when they share t* and the clean-check keys)
         perSeed.push({
           seed,
           images: Math.min(...ok.map((r) => r.images)),
@@ -218,6 +234,10 @@ export function markdownTable(r: Results): string {
     lines.push(`- ${k}`);
   }
   lines.push('- classifier alone: the same attacks on the bare classifier (deterministic: one EOT sample, one pass)');
+  lines.push(
+    "- Robust Acc counts what each attack's official code counts: AutoAttack and BPDA+EOT an image right on the " +
+      'clean check and after the attack; PGD-EOT and StAdv an image right after the attack (whatever its clean verdict)',
+  );
   if (r.warnings.length) {
     lines.push('', '**Sanity flags from the attacks:**');
     for (const w of r.warnings) lines.push(`- ${w}`);

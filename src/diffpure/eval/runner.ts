@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { writeNpy } from '../../nn/io/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { tidy } from '../../tensor/tensor.js';
-import { type AttackName, autoAttack, type StageSettings } from '../attacks/autoattack.js';
+import { type AttackName, autoAttack, type StageSettings, versionPlan } from '../attacks/autoattack.js';
 import { bpdaEot, type Purifier } from '../attacks/bpda-eot.js';
 import { type AttackModel, type Classifier, type Images, logitsOf, predictions, takeRows } from '../attacks/model.js';
 import { pgdEot } from '../attacks/pgd-eot.js';
@@ -132,7 +132,12 @@ async function attackUnit(
         adv: res.adv,
         correct: (res.stages[0] as { robust: boolean[] }).robust,
         robust: res.robust,
-        settings: { ...settings, verdict: res.verdict },
+        settings: {
+          attacks: versionPlan(spec.version, spec.attacks as AttackName[] | undefined).attacks,
+          ...versionPlan(spec.version, spec.attacks as AttackName[] | undefined).settings,
+          ...settings,
+          verdict: res.verdict,
+        },
         warnings: res.warnings,
       };
     }
@@ -194,7 +199,12 @@ async function attackUnit(
         name: spec.id,
         trace: (e) => phase(`iteration ${e.i + 1}/${o.nIter}`),
       });
-      return { adv: res.adv, correct: await cleanCheck(), robust: res.robust, settings: o, warnings: [] };
+      // StAdv's own verdict is one pass (the official attack); the protocol's rule judges the returned images
+      const robust =
+        verdict.rule === 'single'
+          ? res.robust
+          : await correctUnder(model, res.adv, y, ids, verdict, random, ['eval-verdict', spec.id]);
+      return { adv: res.adv, correct: await cleanCheck(), robust, settings: { ...o, verdict }, warnings: [] };
     }
   }
 }

@@ -81,7 +81,9 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure eval', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\| DiffPure \| apgd-ce \| [\d.]+ \| [\d.]+ \| 3\/3 \|/);
     expect(r.stdout).toMatch(/\| classifier alone \| apgd-ce \| [\d.]+ \| [\d.]+ \| 3\/3 \|/);
-    expect(r.stdout).toMatch(/apgd-ce: AutoAttack custom \[apgd-ce\], Linf eps 0.1 \(25.5\/255\); t\* 0.1, dt 0.05/);
+    expect(r.stdout).toMatch(
+      /apgd-ce: AutoAttack custom \[apgd-ce\], Linf eps 0.1 \(25.5\/255\) \(apgdIter 2; the rest as the version\); t\* 0.1, dt 0.05/,
+    );
     expect(r.stderr).toMatch(/6\/6 batches/);
     expect(sampleLines(join(a, 'records.jsonl'))).toHaveLength(12);
     const png = PNG.sync.read(readFileSync(join(a, 'grid-apgd-ce.png')));
@@ -143,6 +145,18 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure eval', () => {
       /differing: protocol\.purifier\.dt.*--fresh/,
     );
     expect(e(['merge', join(dir, 'nothing-here')]).stderr).toMatch(/no such folder/);
+    expect(e(['eval', '--protocol', protocolPath, '--out', a, '--seeds', '3,']).stderr).toMatch(
+      /--seeds '3,': an empty item/,
+    );
+    expect(e(['eval', '--protocol', protocolPath, '--out', a, '--seeds', '3,3']).stderr).toMatch(/seeds.*twice/);
+    // a shard of another split in the same folder is refused before any work
+    expect(e(['eval', '--protocol', protocolPath, '--out', a, '--shard', '0/2']).stderr).toMatch(
+      /records\.jsonl is a shard of a 1-way split, but this run is 2-way/,
+    );
+    // merge given a records file writes beside it
+    const m = e(['merge', join(a, 'records.jsonl')]);
+    expect(m.status, m.stderr).toBe(0);
+    expect(m.stderr).toMatch(new RegExp(`-> ${join(a, 'results.md')}`));
     expect(e(['eval', '--print', 'fmnist-quick']).stdout).toMatch(/"name": "fmnist-quick"/);
     expect(e(['eval', '--list']).stdout).toMatch(/fmnist-quick \(default\)/);
   }, 120_000);

@@ -63,6 +63,34 @@ describe('protocols', () => {
       }),
     ).toThrow(/BPDA/);
     expect(bad((p) => ((p.data as { set: string }).set = 'mnist'))).toThrow(/data\.set.*fashion-mnist/);
+    expect(bad((p) => (((p.attacks as Record<string, unknown>[])[1] as Record<string, unknown>).eotIter = 40))).toThrow(
+      /attacks\[1\]\.eotIter: unknown field/,
+    );
+    expect(
+      bad(
+        (p) =>
+          ((
+            ((p.attacks as Record<string, unknown>[])[0] as Record<string, unknown>).settings as Record<string, unknown>
+          ).apgdEOT = 2),
+      ),
+    ).toThrow(/settings\.apgdEOT: unknown field/);
+    expect(
+      bad(
+        (p) =>
+          ((
+            ((p.attacks as Record<string, unknown>[])[0] as Record<string, unknown>).settings as Record<string, unknown>
+          ).apgdIter = 2.5),
+      ),
+    ).toThrow(/apgdIter: expected a positive integer/);
+    expect(
+      bad(
+        (p) =>
+          (((p.attacks as Record<string, unknown>[])[0] as Record<string, unknown>).targets = ['diffpure', 'diffpure']),
+      ),
+    ).toThrow(/names a target twice/);
+    expect(bad((p) => (((p.attacks as Record<string, unknown>[])[0] as Record<string, unknown>).id = 'a/b'))).toThrow(
+      /names files/,
+    );
   });
 });
 
