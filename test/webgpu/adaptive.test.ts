@@ -1,6 +1,7 @@
 // The adaptive attacks against DiffPure's defended classifier on webgpu (lavapipe in CI), through the eval runner:
-// the fixtures' score model and WideResNet at t* 0.002 on two images, PGD-EOT with exact gradients and BPDA+EOT at
-// one step each (lavapipe is slow: the full protocol runs on cpu in test/diffpure/eval/adaptive.test.ts).
+// the fixtures' score model and WideResNet at t* 0.002 on two images, PGD-EOT with exact and with continuous
+// gradients and BPDA+EOT at one step each (lavapipe is slow: the full protocol runs on cpu in
+// test/diffpure/eval/adaptive.test.ts).
 // Reproducible from the seed on this backend, BPDA >= PGD-EOT (exact) in robust accuracy, and every byte comes back.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -24,14 +25,14 @@ const dir = mkdtempSync(join(tmpdir(), 'eval-adaptive-webgpu-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe.skipIf(!gpu || !haveDiffPureFixtures)('adaptive attacks on DiffPure on webgpu (fixtures)', () => {
-  test('PGD-EOT (exact) and BPDA+EOT: reproducible, BPDA >= PGD-EOT, no leak', async () => {
+  test('PGD-EOT (exact, continuous) and BPDA+EOT: reproducible, BPDA >= PGD-EOT exact, no leak', async () => {
     const base = adaptiveProtocol();
     const p = {
       ...base,
       data: { ...base.data, sample: { rule: 'first' as const, n: 2 } },
       batch: 2,
       attacks: base.attacks
-        .filter((a) => a.id === 'pgd-exact' || a.id === 'bpda')
+        .filter((a) => a.id === 'pgd-exact' || a.id === 'pgd-continuous' || a.id === 'bpda')
         .map((a) => ({
           ...a,
           targets: ['diffpure' as const],
