@@ -1,5 +1,5 @@
 // The adaptive attacks against DiffPure's defended classifier on webgpu (lavapipe in CI), through the eval runner:
-// the fixtures' score model and WideResNet at t* 0.002 on two images, PGD-EOT with exact and with continuous
+// the fixtures' score model and WideResNet at t* 0.002 on one image, PGD-EOT with exact and with continuous
 // gradients and BPDA+EOT at one step each (lavapipe is slow: the full protocol runs on cpu in
 // test/diffpure/eval/adaptive.test.ts).
 // Reproducible from the seed on this backend, BPDA >= PGD-EOT (exact) in robust accuracy, and every byte comes back.
@@ -29,8 +29,8 @@ describe.skipIf(!gpu || !haveDiffPureFixtures)('adaptive attacks on DiffPure on 
     const base = adaptiveProtocol();
     const p = {
       ...base,
-      data: { ...base.data, sample: { rule: 'first' as const, n: 2 } },
-      batch: 2,
+      data: { ...base.data, sample: { rule: 'first' as const, n: 1 } },
+      batch: 1,
       attacks: base.attacks
         .filter((a) => a.id === 'pgd-exact' || a.id === 'pgd-continuous' || a.id === 'bpda')
         .map((a) => ({
@@ -43,17 +43,17 @@ describe.skipIf(!gpu || !haveDiffPureFixtures)('adaptive attacks on DiffPure on 
         })),
     };
     const models = await diffpureFixtureModels('webgpu');
-    const data = diffpureFixtureData(2);
+    const data = diffpureFixtureData(1);
     const run = async (name: string) => {
       const out = join(dir, name);
       mkdirSync(out, { recursive: true });
-      const records = RecordsFile.open(out, { protocol: p, images: 2, backend: 'webgpu' }, WHOLE);
+      const records = RecordsFile.open(out, { protocol: p, images: 1, backend: 'webgpu' }, WHOLE);
       await runEval(p, models, data, { records, shard: WHOLE });
       return records.contents;
     };
     try {
       const a = await expectNoLeak('adaptive attacks', () => run('a'));
-      const r = summarize(p, 2, a.samples, a.units);
+      const r = summarize(p, 1, a.samples, a.units);
       const row = (id: string) => r.rows.find((x) => x.attack === id);
       console.log(r.rows.map((x) => `${x.attack}: standard ${x.standard.mean}%, robust ${x.robust.mean}%`).join('\n'));
       expect(row('bpda')?.robust.mean).toBeGreaterThanOrEqual(row('pgd-exact')?.robust.mean as number);
