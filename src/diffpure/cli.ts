@@ -324,7 +324,7 @@ const commands: Record<string, Command> = {
   eval: {
     summary: "DiffPure's robustness evaluation: a protocol's attacks on DiffPure and the bare classifier, as a table",
     usage:
-      'diffpure eval [--protocol fmnist-quick|fmnist|diffpure|diffpure-imagenet|robustbench|lee-kim|mine.json]\n' +
+      `diffpure eval [--protocol ${Object.keys(PRESETS).join('|')}|mine.json]\n` +
       '    [--out DIR] [--shard i/n] [--backend cpu|webgpu] [--images N] [--seeds 121,122] [--batch N]\n' +
       '    [--data-dir DIR] [--classifier-weights P] [--classifier-config P] [--score-weights P] [--score-config P]\n' +
       '    [--dt 0.001] [--fresh] [--json] | --list | --print NAME\n' +

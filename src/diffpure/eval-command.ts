@@ -155,21 +155,18 @@ async function writeGrid(
 
 export async function runEvalCommand(a: EvalArgs): Promise<void> {
   const p = applyOverrides(loadProtocol(a.protocol), a);
-  let shard: Shard = WHOLE;
-  if (a.shard) shard = parseShard(a.shard);
-  else shard = shardFromEnv() ?? WHOLE;
+  const shard: Shard = a.shard ? parseShard(a.shard) : (shardFromEnv() ?? WHOLE);
   const out = a.out ?? join('eval-runs', p.name);
-  mkdirSync(out, { recursive: true });
   const loaded = loadEvalData(p);
   const data = firstImages(loaded, a.images);
   const n = data.labels.length;
   const identity: RunIdentity = { protocol: p, images: n, backend: a.backend };
-  if (a.fresh) {
-    rmSync(join(out, recordsFileName(shard)), { force: true });
-  }
-  const records = RecordsFile.open(out, identity, shard);
+  // the models first: a missing checkpoint should leave no records folder behind
   await initBackend(a.backend);
   const models = await loadEvalModels(p, a.backend);
+  mkdirSync(out, { recursive: true });
+  if (a.fresh) rmSync(join(out, recordsFileName(shard)), { force: true });
+  const records = RecordsFile.open(out, identity, shard);
   const say = (s: string) => process.stderr.write(`${s}\n`);
   say(
     `eval: protocol ${p.name}, ${n} images x ${p.seeds.length} seed(s), ${p.attacks.length} attack(s), backend ${a.backend}` +

@@ -172,12 +172,13 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     backend,
   );
   const imagenet = c.transform === 'imagenet';
-  let classify: (x: Tensor) => Tensor = (x) => net.forward(x);
-  if (imagenet) {
-    const mean = fromArray(Float32Array.from(IMAGENET_MEAN), [1, 3, 1, 1], { backend });
-    const std = fromArray(Float32Array.from(IMAGENET_STD), [1, 3, 1, 1], { backend });
-    classify = (x) => net.forward(div(sub(x, mean), std));
-  }
+  const norm = imagenet
+    ? {
+        mean: fromArray(Float32Array.from(IMAGENET_MEAN), [1, 3, 1, 1], { backend }),
+        std: fromArray(Float32Array.from(IMAGENET_STD), [1, 3, 1, 1], { backend }),
+      }
+    : null;
+  const classify = (x: Tensor) => net.forward(norm ? div(sub(x, norm.mean), norm.std) : x);
   const scoreType = p.purifier.model === 'adm' ? 'guided_diffusion' : 'score_sde';
   return {
     backend,
@@ -192,6 +193,8 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     dispose() {
       net.module.dispose();
       score.module.dispose();
+      norm?.mean.dispose();
+      norm?.std.dispose();
     },
   };
 }

@@ -114,7 +114,9 @@ export function readRecords(path: string): RecordsContents {
     }
     if (r.type === 'sample') {
       const k = unitKey(r);
-      pending.set(k, [...(pending.get(k) ?? []), r]);
+      const list = pending.get(k);
+      if (list) list.push(r);
+      else pending.set(k, [r]);
     } else if (r.type === 'unit') {
       const k = unitKey(r);
       units.set(k, r);
@@ -198,7 +200,11 @@ export class RecordsFile {
       // rewrite without the unfinished unit's lines, so the file again ends at a unit boundary
       const keep = [JSON.stringify(c.header)];
       const byUnit = new Map<string, SampleRecord[]>();
-      for (const s of c.samples) byUnit.set(unitKey(s), [...(byUnit.get(unitKey(s)) ?? []), s]);
+      for (const s of c.samples) {
+        const list = byUnit.get(unitKey(s));
+        if (list) list.push(s);
+        else byUnit.set(unitKey(s), [s]);
+      }
       for (const [k, u] of c.units)
         keep.push(...(byUnit.get(k) ?? []).map((s) => JSON.stringify(s)), JSON.stringify(u));
       // to a temporary file and renamed: a kill during the rewrite leaves the old file whole

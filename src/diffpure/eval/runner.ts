@@ -9,7 +9,7 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { tidy } from '../../tensor/tensor.js';
 import { type AttackName, autoAttack, type StageSettings, versionPlan } from '../attacks/autoattack.js';
 import { bpdaEot, type Purifier } from '../attacks/bpda-eot.js';
-import { type AttackModel, type Classifier, type Images, logitsOf, predictions, takeRows } from '../attacks/model.js';
+import { type AttackModel, type Images, logitsOf, predictions, takeRows } from '../attacks/model.js';
 import { pgdEot } from '../attacks/pgd-eot.js';
 import { KeyedRandom } from '../attacks/random.js';
 import { stadv } from '../attacks/stadv.js';
@@ -95,20 +95,15 @@ async function attackUnit(
   spec: AttackSpec,
   target: Target,
   seed: number,
-  p: Protocol,
   models: EvalModels,
+  parts: TargetParts,
   x: Images,
   y: Int32Array,
   ids: number[],
   phase: (s: string) => void,
 ): Promise<Outcome> {
   const bare = target === 'classifier';
-  const gradient: GradientMode = spec.gradient ?? 'continuous';
-  const purify = bare ? null : models.purifier({ tStar: spec.tStar, dt: p.purifier.dt, gradient });
-  const classify: Classifier = purify
-    ? (v, keys) => tidy(() => models.classify(purify(v, keys)))
-    : (v) => models.classify(v);
-  const model: AttackModel = { backend: models.backend, classify };
+  const { purify, model } = parts;
   const verdict: Verdict = bare ? SINGLE_PASS : parseVerdict(spec.verdict ?? 'single');
   const random = new KeyedRandom(seed);
   const cleanCheck = () => correctUnder(model, x, y, ids, verdict, random, ['eval-clean', spec.id]);
@@ -229,11 +224,23 @@ async function reportPredictions(
   return { clean: await pass(x, 'clean'), adv: await pass(adv, 'adv') };
 }
 
-/** The model a target stands for (for the report pass and the pictures). */
-export function targetModel(models: EvalModels, target: Target, spec: AttackSpec, dt: number): AttackModel {
-  if (target === 'classifier') return { backend: models.backend, classify: (v) => models.classify(v) };
+interface TargetParts {
+  /** DiffPure's purifier at the attack's t* and gradient mode; null for the bare classifier. */
+  purify: Purifier | null;
+  /** What the attack sees: purify then classify, or the classifier alone. */
+  model: AttackModel;
+}
+
+function targetParts(models: EvalModels, target: Target, spec: AttackSpec, dt: number): TargetParts {
+  const backend = models.backend;
+  if (target === 'classifier') return { purify: null, model: { backend, classify: (v) => models.classify(v) } };
   const purify = models.purifier({ tStar: spec.tStar, dt, gradient: spec.gradient ?? 'continuous' });
-  return { backend: models.backend, classify: (v, keys) => tidy(() => models.classify(purify(v, keys))) };
+  return { purify, model: { backend, classify: (v, keys) => tidy(() => models.classify(purify(v, keys))) } };
+}
+
+/** The model a target stands for (for the pictures). */
+export function targetModel(models: EvalModels, target: Target, spec: AttackSpec, dt: number): AttackModel {
+  return targetParts(models, target, spec, dt).model;
 }
 
 /** Runs this shard's unfinished units in order, appending each finished one to the records. */
@@ -267,10 +274,10 @@ export async function runEval(p: Protocol, models: EvalModels, data: EvalData, o
     const x = takeRows(data.images, u.samples);
     const y = Int32Array.from(u.samples, (s) => data.labels[s] as number);
     emit(u, 'starting');
-    const out = await attackUnit(spec, u.target, u.seed, p, models, x, y, u.samples, (ph) => emit(u, ph));
+    const parts = targetParts(models, u.target, spec, p.purifier.dt);
+    const out = await attackUnit(spec, u.target, u.seed, models, parts, x, y, u.samples, (ph) => emit(u, ph));
     emit(u, 'report pass');
-    const model = targetModel(models, u.target, spec, p.purifier.dt);
-    const pred = await reportPredictions(model, x, out.adv, u.samples, new KeyedRandom(u.seed), spec.id);
+    const pred = await reportPredictions(parts.model, x, out.adv, u.samples, new KeyedRandom(u.seed), spec.id);
     const secs = (performance.now() - t0) / 1000;
     const { linf, l2 } = norms(x, out.adv);
     const samples: SampleRecord[] = u.samples.map((s, r) => ({

@@ -140,6 +140,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure eval', () => {
     expect(e(['eval', '--classifier-weights', join(dir, 'none.safetensors'), '--out', join(dir, 'y')]).stderr).toMatch(
       /classifier\.weights '.*none\.safetensors' not found/,
     );
+    expect(existsSync(join(dir, 'y'))).toBe(false); // no records folder left behind
     // the same folder with another solver step: refused, naming the field
     expect(e(['eval', '--protocol', protocolPath, '--out', a, '--dt', '0.02']).stderr).toMatch(
       /differing: protocol\.purifier\.dt.*--fresh/,
