@@ -14,7 +14,7 @@ import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/i
 import { listImageFolder, readImageFolder } from '../data/image-folder.js';
 import { defendedPurifier } from '../defense.js';
 import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
-import type { Protocol, SampleRule } from './protocol.js';
+import { attackTargets, type Protocol, type SampleRule } from './protocol.js';
 import type { EvalData, EvalModels } from './runner.js';
 import { sampleIndices } from './units.js';
 
@@ -157,20 +157,26 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
       ? 'The embedded classifier is not in this checkout; train and ship it (diffpure train classifier ... --ship) or give --classifier-weights.'
       : 'Give the checkpoint with --classifier-weights PATH.',
   );
-  const pw = requirePath(
-    p.purifier.weights,
-    'purifier.weights',
-    p.purifier.weights.startsWith('weights/')
-      ? 'The embedded score model is not in this checkout; train and ship it (diffpure train score ... --ship) or give --score-weights.'
-      : 'Give the checkpoint with --score-weights PATH.',
-  );
   const net: Network = await loadNetwork(c.model, modelConfig(c.model, c.config, 'classifier.config'), cw, backend);
-  const score = await loadNetwork(
-    p.purifier.model,
-    modelConfig(p.purifier.model, p.purifier.config, 'purifier.config'),
-    pw,
-    backend,
-  );
+  // a protocol that attacks the bare classifier only needs no score model (nor its checkpoint on disk)
+  const needsPurifier = p.attacks.some((a) => attackTargets(a).includes('diffpure'));
+  const score = needsPurifier
+    ? await loadNetwork(
+        p.purifier.model,
+        modelConfig(p.purifier.model, p.purifier.config, 'purifier.config'),
+        requirePath(
+          p.purifier.weights,
+          'purifier.weights',
+          p.purifier.weights.startsWith('weights/')
+            ? 'The embedded score model is not in this checkout; train and ship it (diffpure train score ... --ship) or give --score-weights.'
+            : 'Give the checkpoint with --score-weights PATH.',
+        ),
+        backend,
+      ).catch((e) => {
+        net.module.dispose();
+        throw e;
+      })
+    : null;
   const imagenet = c.transform === 'imagenet';
   const norm = imagenet
     ? {
@@ -184,6 +190,10 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     backend,
     classify,
     purifier: ({ tStar, dt, gradient }) => {
+      if (!score)
+        throw new Error(
+          `protocol '${p.name}' attacks the bare classifier only, so no score model was loaded; add 'diffpure' to an attack's targets to purify`,
+        );
       const purify = defendedPurifier({ model: (v, t) => score.forward(v, t), scoreType, tStar, dt, gradient });
       if (!imagenet) return purify;
       // DiffPure's SDE_Adv_Model on ImageNet: 224 -> 256 (bilinear) before purifying, back to 224 after
@@ -192,7 +202,7 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     },
     dispose() {
       net.module.dispose();
-      score.module.dispose();
+      score?.module.dispose();
       norm?.mean.dispose();
       norm?.std.dispose();
     },

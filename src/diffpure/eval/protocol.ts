@@ -114,8 +114,19 @@ export interface Protocol {
   /** Images per attack call; records are written per batch, and a batch is the unit of sharding. */
   batch: number;
   attacks: AttackSpec[];
-  report?: { min?: MinRule[] };
+  report?: {
+    min?: MinRule[];
+    /**
+     * Which predictions the accuracies count. 'attack' (default; DiffPure's eval_sde_adv.py reports AutoAttack's own
+     * numbers): the attack's clean check and its verdict. 'recheck' (RobustBench's benchmark()): one more pass on
+     * the clean images and one on the returned adversarial images, `clean_accuracy(model, x_adv)`; the same numbers
+     * for a deterministic model, not for a stochastic one.
+     */
+    accuracy?: 'attack' | 'recheck';
+  };
 }
+
+export const ACCURACY_RULES = ['attack', 'recheck'] as const;
 
 export const PRESETS: Record<string, unknown> = {
   'fmnist-quick': fmnistQuick,
@@ -308,6 +319,9 @@ export function checkProtocol(v: unknown): Protocol {
   });
   if (p.report !== undefined) {
     const r = obj(p.report, 'report');
+    onlyKeys(r, ['min', 'accuracy'], 'report');
+    if (r.accuracy !== undefined && !ACCURACY_RULES.includes(r.accuracy as never))
+      fail('report.accuracy', `expected one of ${ACCURACY_RULES.join(', ')}, got ${show(r.accuracy)}`);
     if (r.min !== undefined) {
       if (!Array.isArray(r.min)) fail('report.min', 'expected a list of { id, of: [attack ids] }');
       r.min.forEach((m, i) => {

@@ -93,7 +93,11 @@ export function describeAttack(a: AttackSpec, target: Target, p: Protocol): stri
       ? 'identity backward through the purifier (BPDA)'
       : `${a.gradient ?? 'continuous'} gradient`;
   const defence = target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${through}` : 'no defence';
-  return `${kind}, ${threat}${budget(a)}; ${defence}; ${verdict}`;
+  const counted =
+    p.report?.accuracy === 'recheck'
+      ? `; accuracies from RobustBench's re-check (one more pass on the clean and on the returned images; the attack ran with ${verdict})`
+      : `; ${verdict}`;
+  return `${kind}, ${threat}${budget(a)}; ${defence}${counted}`;
 }
 
 /** Results from the finished records of a protocol over `images` samples. */
@@ -119,6 +123,9 @@ export function summarize(
     cells.set(k, m);
   }
   const rows: ResultRow[] = [];
+  const recheck = p.report?.accuracy === 'recheck';
+  const correct = (r: SampleRecord) => (recheck ? r.pred.clean === r.label : r.correct);
+  const robust = (r: SampleRecord) => (recheck ? r.pred.adv === r.label : r.robust);
   const seedResult = (attack: string, target: Target, seed: number): SeedResult | null => {
     const m = cells.get(`${attack}|${target}|${seed}`);
     if (!m || m.size === 0) return null;
@@ -126,8 +133,8 @@ export function summarize(
     return {
       seed,
       images: rs.length,
-      standard: (100 * rs.filter((r) => r.correct).length) / rs.length,
-      robust: (100 * rs.filter((r) => r.robust).length) / rs.length,
+      standard: (100 * rs.filter(correct).length) / rs.length,
+      robust: (100 * rs.filter(robust).length) / rs.length,
     };
   };
   const count = (attack: string, target: Target) => {

@@ -17,7 +17,7 @@ import { correctUnder, parseVerdict, SINGLE_PASS, type Verdict } from '../attack
 import type { GradientMode } from '../defense.js';
 import type { AttackSpec, Protocol, Target } from './protocol.js';
 import type { RecordsFile, SampleRecord, UnitRecord } from './records.js';
-import { type Shard, shardUnits, unitKey, type WorkUnit, workUnits } from './units.js';
+import { type Shard, shardUnits, unitCost, unitKey, type WorkUnit, workUnits } from './units.js';
 
 /** The models of an evaluation, as functions on tensors. */
 export interface EvalModels {
@@ -246,7 +246,7 @@ export function targetModel(models: EvalModels, target: Target, spec: AttackSpec
 /** Runs this shard's unfinished units in order, appending each finished one to the records. */
 export async function runEval(p: Protocol, models: EvalModels, data: EvalData, o: RunOptions): Promise<void> {
   const n = data.labels.length;
-  const mine = shardUnits(workUnits(p, n), o.shard);
+  const mine = shardUnits(workUnits(p, n), o.shard, (u) => unitCost(p, u));
   const todo = mine.filter((u) => !o.records.has(unitKey(u)));
   const imagesTotal = mine.reduce((s, u) => s + u.samples.length, 0);
   let imagesDone = imagesTotal - todo.reduce((s, u) => s + u.samples.length, 0);

@@ -3,8 +3,9 @@
 // whole batches (fixed by the protocol, not by the worker) keeps results exact however the work is split or
 // resumed, even for attacks whose draws are shared across a batch (Square's window and sign).
 
+import { type AttackName, versionPlan } from '../attacks/autoattack.js';
 import { diffpureSubset } from '../data/numpy-random.js';
-import { attackTargets, type Protocol, type SampleRule, type Target } from './protocol.js';
+import { type AttackSpec, attackTargets, type Protocol, type SampleRule, type Target } from './protocol.js';
 
 /** Indices into the data set of the sample list, in order (duplicates across DiffPure's data seeds kept, as there). */
 export function sampleIndices(rule: SampleRule, total: number): number[] {
@@ -110,7 +111,70 @@ export function shardFromEnv(env: NodeJS.ProcessEnv = process.env): Shard | null
   return null;
 }
 
-/** The units of one shard: every count-th unit from index (round robin, so each shard gets every attack's mix). */
-export function shardUnits(units: readonly WorkUnit[], shard: Shard): WorkUnit[] {
-  return units.filter((_, k) => k % shard.count === shard.index);
+/** Network gradients (or forwards / 3) per image that one AutoAttack stage spends at most. */
+function stageCost(a: AttackName, s: ReturnType<typeof versionPlan>['settings'], eot: number): number {
+  switch (a) {
+    case 'apgd-ce':
+    case 'apgd-dlr':
+      return s.apgdIter * s.apgdRestarts * eot;
+    case 'apgd-t':
+      return s.apgdIter * s.apgdTargets * s.apgdTargetedRestarts * eot;
+    case 'fab':
+      return s.fabIter * s.fabRestarts;
+    case 'fab-t':
+      return s.fabIter * s.fabTargets;
+    case 'square':
+      return s.squareQueries / 3; // forwards only
+  }
+}
+
+/**
+ * A rough weight of one unit, only to balance shards (not a prediction of seconds): network gradients per image the
+ * attack spends at most, times the network calls of one pass through the target (the bare classifier 1; DiffPure
+ * 1 + t/dt, counting a score network call like a classifier call). Attacks stop early on broken images, so the
+ * real cost is lower; what matters is that a DiffPure unit outweighs a bare-classifier unit by orders of magnitude.
+ */
+export function unitCost(p: Protocol, u: WorkUnit): number {
+  const spec = p.attacks.find((a) => a.id === u.attack) as AttackSpec;
+  const bare = u.target === 'classifier';
+  let gradients: number;
+  switch (spec.attack) {
+    case 'autoattack': {
+      const plan = versionPlan(spec.version, spec.attacks as AttackName[] | undefined);
+      const s = { ...plan.settings, ...(spec.settings ?? {}) };
+      gradients = plan.attacks.reduce((sum, a) => sum + stageCost(a, s, bare ? 1 : s.apgdEot), 0);
+      break;
+    }
+    case 'pgd-eot':
+      gradients = (spec.steps ?? 200) * (bare ? 1 : (spec.eotIter ?? 20));
+      break;
+    case 'bpda-eot':
+      gradients = (spec.steps ?? 50) * (spec.eotAttackReps ?? 15) + (spec.eotDefenseReps ?? 150) / 3;
+      break;
+    case 'stadv':
+      gradients = (spec.nIter ?? 100) * (bare ? 1 : (spec.eotIter ?? 1));
+      break;
+  }
+  const passes = bare ? 1 : 1 + spec.tStar / p.purifier.dt;
+  return u.samples.length * gradients * passes;
+}
+
+/**
+ * The units of one shard. Every shard computes the same assignment: units in decreasing cost (run order among
+ * equals) each go to the shard with the least cost so far (lowest index among equals), then each shard runs its
+ * units in run order. Plain round robin left shards idle: with 16 shards and 8 batches per (attack, target), shards
+ * 0-7 took every DiffPure unit and shards 8-15 only the bare classifier's, which costs ~1/(1 + t/dt) as much.
+ */
+export function shardUnits(units: readonly WorkUnit[], shard: Shard, cost: (u: WorkUnit) => number): WorkUnit[] {
+  if (shard.count === 1) return [...units];
+  const load = new Float64Array(shard.count);
+  const owner = new Int32Array(units.length);
+  const order = units.map((u, k) => ({ k, c: cost(u) })).sort((a, b) => b.c - a.c || a.k - b.k);
+  for (const { k, c } of order) {
+    let best = 0;
+    for (let i = 1; i < shard.count; i++) if ((load[i] as number) < (load[best] as number)) best = i;
+    owner[k] = best;
+    load[best] = (load[best] as number) + c;
+  }
+  return units.filter((_, k) => owner[k] === shard.index);
 }

@@ -8,6 +8,7 @@ import { afterAll, expect, test } from 'vitest';
 import { loadEvalData, loadEvalModels } from '../../../src/diffpure/eval/load.js';
 import { loadProtocol, type Protocol } from '../../../src/diffpure/eval/protocol.js';
 import { writeNpy } from '../../../src/nn/io/index.js';
+import { ATTACKS, haveAttacks } from '../attacks/fixture.js';
 import { standInProtocol } from './stand-in.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'eval-load-'));
@@ -56,5 +57,31 @@ test('missing data sets and checkpoints name the option that fixes them', async 
   const p = loadProtocol('diffpure');
   await expect(loadEvalModels(p, 'cpu')).rejects.toThrow(
     /classifier\.weights 'pretrained\/cifar10\/Linf\/Standard\.pt' not found.*--classifier-weights/,
+  );
+});
+
+test.skipIf(!haveAttacks)('a protocol that attacks only the bare classifier loads no score model', async () => {
+  const base = standInProtocol();
+  const p: Protocol = {
+    ...base,
+    classifier: {
+      model: 'wrn',
+      config: { depth: 16, widen_factor: 2, num_classes: 10 },
+      weights: join(ATTACKS, 'model.pt'),
+    },
+    purifier: { ...base.purifier, weights: join(dir, 'no-such-score.pth') },
+    attacks: base.attacks.map((a) => ({ ...a, targets: ['classifier' as const] })),
+  };
+  const models = await loadEvalModels(p, 'cpu');
+  try {
+    expect(() => models.purifier({ tStar: 0.1, dt: 0.01, gradient: 'continuous' })).toThrow(
+      /attacks the bare classifier only, so no score model was loaded/,
+    );
+  } finally {
+    models.dispose();
+  }
+  // with DiffPure among the targets the same protocol needs the checkpoint, and says so
+  await expect(loadEvalModels({ ...p, attacks: base.attacks }, 'cpu')).rejects.toThrow(
+    /purifier\.weights .*no-such-score\.pth' not found.*--score-weights/,
   );
 });

@@ -7,7 +7,9 @@ import {
   sampleIndices,
   shardFromEnv,
   shardUnits,
+  unitCost,
   unitKey,
+  type WorkUnit,
   workUnits,
 } from '../../../src/diffpure/eval/units.js';
 import { standInProtocol } from './stand-in.js';
@@ -91,6 +93,9 @@ describe('protocols', () => {
     expect(bad((p) => (((p.attacks as Record<string, unknown>[])[0] as Record<string, unknown>).id = 'a/b'))).toThrow(
       /names files/,
     );
+    expect(bad((p) => (p.report = { accuracy: 'twice' }))).toThrow(/report\.accuracy: expected one of attack, recheck/);
+    expect(bad((p) => (p.report = { minimum: [] }))).toThrow(/report\.minimum: unknown field/);
+    expect(loadProtocol('robustbench').report?.accuracy).toBe('recheck');
   });
 });
 
@@ -108,10 +113,40 @@ describe('work units and shards', () => {
     // 3 seeds x (2 AA x 2 targets + pgd x 2 targets) x 3 batches of 5, 5, 2
     expect(units).toHaveLength(3 * 6 * 3);
     expect(units.slice(0, 3).map((u) => u.samples.length)).toEqual([5, 5, 2]);
-    const shards = [0, 1, 2].map((i) => shardUnits(units, { index: i, count: 3, source: 'test' }));
+    const cost = (u: WorkUnit) => unitCost(p, u);
+    const shards = [0, 1, 2].map((i) => shardUnits(units, { index: i, count: 3, source: 'test' }, cost));
     const keys = shards.flat().map(unitKey);
     expect(new Set(keys).size).toBe(units.length);
     expect(keys.length).toBe(units.length);
+    // each shard runs its units in run order
+    for (const s of shards) {
+      const pos = s.map((u) => units.indexOf(u));
+      expect(pos).toEqual([...pos].sort((a, b) => a - b));
+    }
+  });
+
+  test('shards balance the costly DiffPure units (round robin gave them all to 6 of 12 shards here)', () => {
+    const p = standInProtocol();
+    const units = workUnits(p, 12);
+    const cost = (u: WorkUnit) => unitCost(p, u);
+    const diffpure = units.filter((u) => u.target === 'diffpure');
+    // a DiffPure unit outweighs the bare classifier's on the same batch by 1 + t*/dt (and its EOT)
+    const [d0, c0] = [units.find((u) => u.target === 'diffpure'), units.find((u) => u.target === 'classifier')];
+    expect(cost(d0 as WorkUnit) / cost(c0 as WorkUnit)).toBeGreaterThanOrEqual(1 + p.attacks[0]!.tStar / p.purifier.dt);
+    const split = (count: number) =>
+      Array.from({ length: count }, (_, i) => shardUnits(units, { index: i, count, source: 'test' }, cost));
+    const roundRobin = (count: number) =>
+      Array.from({ length: count }, (_, i) => units.filter((_, k) => k % count === i));
+    const withDiffpure = (shards: WorkUnit[][]) => shards.filter((s) => s.some((u) => u.target === 'diffpure')).length;
+    expect(withDiffpure(split(12))).toBe(12);
+    expect(withDiffpure(roundRobin(12))).toBe(6);
+    expect(
+      split(12)
+        .flat()
+        .filter((u) => u.target === 'diffpure'),
+    ).toHaveLength(diffpure.length);
+    const loads = split(4).map((s) => s.reduce((a, u) => a + cost(u), 0));
+    expect(Math.max(...loads) / Math.min(...loads)).toBeLessThan(1.25);
   });
 
   test('--shard and the Slurm / Kubernetes environment', () => {

@@ -218,6 +218,25 @@ describe('eval runner', () => {
     expect(markdownTable(r)).toMatch(/Sanity flags from the attacks:[\s\S]*Square Attack has decreased/);
   }, 120_000);
 
+  test("report.accuracy 'recheck' counts RobustBench's extra pass (pred), not the attack's verdicts", () => {
+    const q: typeof p = { ...p, report: { ...p.report, accuracy: 'recheck' } };
+    const samples = one.records.contents.samples;
+    const r = summarize(q, 12, samples, one.records.contents.units);
+    let differs = 0;
+    for (const row of r.rows.filter((x) => q.attacks.some((a) => a.id === x.attack))) {
+      expect(row.setting).toMatch(/RobustBench's re-check/);
+      for (const ps of row.perSeed) {
+        const rs = samples.filter((x) => x.attack === row.attack && x.target === row.target && x.seed === ps.seed);
+        const pct = (f: (x: (typeof rs)[number]) => boolean) => (100 * rs.filter(f).length) / rs.length;
+        expect(ps.standard).toBe(pct((x) => x.pred.clean === x.label));
+        expect(ps.robust).toBe(pct((x) => x.pred.adv === x.label));
+        if (ps.robust !== pct((x) => x.robust) || ps.standard !== pct((x) => x.correct)) differs++;
+      }
+    }
+    // the stand-in DiffPure is stochastic: one more pass does not always agree with the attack's own count
+    expect(differs).toBeGreaterThan(0);
+  });
+
   test('a run holds no tensor after it returns (counting backend)', async () => {
     const be = countingBackend();
     const prev = getBackend().name;
