@@ -94,7 +94,7 @@ const commands: Record<string, Command> = {
   },
   convert: {
     summary: 'convert an official PyTorch checkpoint to safetensors (score_sde: the EMA weights)',
-    usage: 'diffpure convert <in.pth> <out.safetensors> --model ddpmpp|adm|wrn|resnet|vit [--config cfg.json]',
+    usage: `diffpure convert <in.pth> <out.safetensors> --model ${MODEL_KINDS.join('|')} [--config cfg.json]`,
     options: { model: { type: 'string' }, config: { type: 'string' } },
     positionals: 2,
     async run(v, pos) {
@@ -116,8 +116,7 @@ const commands: Record<string, Command> = {
   },
   forward: {
     summary: 'run a network on x.npy (and t.npy) and write its raw output, to compare with PyTorch',
-    usage:
-      'diffpure forward --model ddpmpp|adm|wrn|resnet|vit [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]',
+    usage: `diffpure forward --model ${MODEL_KINDS.join('|')} [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]`,
     options: {
       model: { type: 'string' },
       config: { type: 'string' },
@@ -153,11 +152,14 @@ const commands: Record<string, Command> = {
   purify: {
     summary: "DiffPure's purification of images in [0, 1] (x.npy), optionally with the input gradient",
     usage:
-      'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm] [--config cfg.json]\n' +
+      'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm|ddpm] [--config cfg.json]\n' +
       '    [--tstar 0.1] [--dt 0.001] [--seed N] [--noise e.npy] [--bm-increments dW.npy --bm-times t.npy]\n' +
-      '    [--grad g.npy [--w w.npy] [--mode continuous|exact]] [--backend cpu|webgpu] [--json]\n' +
+      '    [--step-noise steps.npy] [--grad g.npy [--w w.npy] [--mode continuous|exact|autograd]] [--backend cpu|webgpu] [--json]\n' +
       "  --grad writes d sum(w * purified) / dx (w defaults to ones) by the paper's adjoint (continuous, default)\n" +
-      '  or the exact gradient of the discrete solve (exact). Without --seed a seed is drawn and printed.',
+      '  or the exact gradient of the discrete solve (exact). Without --seed a seed is drawn and printed.\n' +
+      "  --model ddpm is DiffPure's CelebA-HQ path (SDEdit's DDPM UNet, celeba_hq.ckpt): t = 1000 t* ancestral steps\n" +
+      '  (the paper: --tstar 0.5), --dt unused; --noise [B, C, H, W] and --step-noise [t, B, C, H, W] replay the\n' +
+      '  draws; --mode exact (default: per-step checkpointing) or autograd. DiffPure itself has no gradient here (BPDA).',
     options: {
       model: { type: 'string', default: 'ddpmpp' },
       config: { type: 'string' },
@@ -172,7 +174,8 @@ const commands: Record<string, Command> = {
       'bm-times': { type: 'string' },
       grad: { type: 'string' },
       w: { type: 'string' },
-      mode: { type: 'string', default: 'continuous' },
+      mode: { type: 'string' },
+      'step-noise': { type: 'string' },
       backend: { type: 'string', default: 'cpu' },
       json: { type: 'boolean' },
     },
@@ -183,9 +186,9 @@ const commands: Record<string, Command> = {
         if (!(n > 0 && n <= 1)) throw new Error(`--${name} must be a number in (0, 1], got '${v[name]}'`);
         return n;
       };
-      const mode = v.mode as string;
-      if (mode !== 'continuous' && mode !== 'exact')
-        throw new Error(`--mode must be continuous or exact, got '${mode}'`);
+      const mode = v.mode as string | undefined;
+      if (mode !== undefined && mode !== 'continuous' && mode !== 'exact' && mode !== 'autograd')
+        throw new Error(`--mode must be continuous, exact or autograd (ddpm), got '${mode}'`);
       await runPurify({
         kind,
         config: readConfig(kind, v.config),
@@ -196,6 +199,7 @@ const commands: Record<string, Command> = {
         dt: num('dt'),
         seed: v.seed === undefined ? undefined : positiveInt('--seed', String(v.seed), true),
         noise: v.noise as string | undefined,
+        stepNoise: v['step-noise'] as string | undefined,
         bmIncrements: v['bm-increments'] as string | undefined,
         bmTimes: v['bm-times'] as string | undefined,
         grad: v.grad as string | undefined,

@@ -5,9 +5,19 @@ import { extractStateDict, loadTorchCheckpoint, readSafetensors, type StateDict 
 import { buildShapeOnly, materialize } from '../nn/meta.js';
 import {
   type AdmFlags,
+  AttributeNet,
+  type AttributeNetOptions,
+  attributeCheckpointStateDict,
+  attributeLogits,
+  attributeNetOptionsFromStateDict,
+  CELEBA_HQ_DDPM_CONFIG,
   createAdmModel,
   DDPMPP_CIFAR10_DEEP_CONTINUOUS,
+  type DdpmConfigJson,
+  DdpmUNet,
+  DIFFPURE_CELEBAHQ_CLASSIFIER,
   DIFFPURE_IMAGENET_FLAGS,
+  ddpmConfigFromJson,
   NCSNpp,
   ncsnppConfigFromJson,
   ResNet,
@@ -21,14 +31,14 @@ import {
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/index.js';
 
-export const MODEL_KINDS = ['ddpmpp', 'adm', 'wrn', 'resnet', 'vit'] as const;
+export const MODEL_KINDS = ['ddpmpp', 'adm', 'ddpm', 'wrn', 'resnet', 'vit', 'attribute'] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
 
 /** A network and its forward with the time input exactly as the PyTorch module receives it. */
 export interface Network {
   readonly kind: ModelKind;
   readonly module: Module;
-  /** ddpmpp: labels (999 t for the continuous VP-SDE); adm: integer timesteps; classifiers: none. */
+  /** ddpmpp: labels (999 t for the continuous VP-SDE); adm, ddpm: integer timesteps; classifiers: none. */
   forward(x: Tensor, t?: Tensor): Tensor;
   readonly needsTime: boolean;
 }
@@ -50,6 +60,9 @@ export function buildModule(kind: ModelKind, config: unknown): Module {
       return new NCSNpp((config as ScoreSdeConfigJson | undefined) ?? DDPMPP_CIFAR10_DEEP_CONTINUOUS);
     case 'adm':
       return createAdmModel((config as Partial<AdmFlags> | undefined) ?? DIFFPURE_IMAGENET_FLAGS);
+    case 'ddpm':
+      // SDEdit's DDPM UNet (DiffPure's celebahq-ddpm), config in celeba.yml's fields; omitted: the CelebA-HQ one
+      return new DdpmUNet((config as DdpmConfigJson | undefined) ?? CELEBA_HQ_DDPM_CONFIG);
     case 'wrn':
       return new WideResNet(
         (config as WideResNetOptions | undefined) ?? { depth: 28, widen_factor: 10, num_classes: 10 },
@@ -63,6 +76,9 @@ export function buildModule(kind: ModelKind, config: unknown): Module {
     case 'vit':
       // timm's VisionTransformer keyword arguments; omitted: deit_small_patch16_224 (DiffPure's DeiT-S)
       return new VisionTransformer((config as Partial<VitOptions> | undefined) ?? {});
+    case 'attribute':
+      // gan-ensembling's D keyword arguments; omitted: DiffPure's CelebA-HQ classifiers (256 px, full widths)
+      return new AttributeNet((config as AttributeNetOptions | undefined) ?? DIFFPURE_CELEBAHQ_CLASSIFIER);
     default:
       throw new Error(`unknown model '${kind}'; one of ${MODEL_KINDS.join(', ')}`);
   }
@@ -83,6 +99,7 @@ export function checkConfig(kind: ModelKind, config: unknown): unknown {
   if (config === undefined) return undefined;
   if (typeof config !== 'object' || config === null) throw new Error(`--config for ${kind} must be a JSON object`);
   if (kind === 'ddpmpp') ncsnppConfigFromJson(config as ScoreSdeConfigJson);
+  if (kind === 'ddpm') ddpmConfigFromJson(config as DdpmConfigJson);
   return config;
 }
 
@@ -95,9 +112,18 @@ export function checkpointStateDict(kind: ModelKind, module: Module, path: strin
       return extractStateDict(ck, { kind: 'score_sde', parameterNames: (module as NCSNpp).emaParameterNames() });
     case 'wrn':
       return extractStateDict(ck, { kind: 'robustbench' });
+    case 'attribute':
+      return attributeCheckpointStateDict(ck).stateDict; // {state_dict, optimizer, epoch, valacc}; optimizer skipped
     default:
       return extractStateDict(ck, { kind: 'auto' });
   }
+}
+
+/** A checkpoint's state dict for a kind whose module shape depends on it (the attribute classifier's widths). */
+function path2StateDict(kind: ModelKind, path: string): StateDict {
+  if (path.endsWith('.safetensors')) return readSafetensors(path).tensors;
+  if (kind === 'attribute') return attributeCheckpointStateDict(loadTorchCheckpoint(path)).stateDict;
+  throw new Error(`${kind}: the network's shape comes from its config`);
 }
 
 /**
@@ -110,14 +136,20 @@ export async function loadNetwork(
   weights: string,
   backend = 'cpu',
 ): Promise<Network> {
-  const net = wrapModule(kind, await buildShapeOnly(() => buildModule(kind, config)));
-  materialize(net.module, checkpointStateDict(kind, net.module, weights), { backend });
+  // the attribute classifier's widths vary between checkpoints and are read off its tensor shapes when no config is given
+  const sd = kind === 'attribute' && config === undefined ? path2StateDict(kind, weights) : undefined;
+  const cfg = sd ? attributeNetOptionsFromStateDict(sd) : config;
+  const net = wrapModule(kind, await buildShapeOnly(() => buildModule(kind, cfg)));
+  materialize(net.module, sd ?? checkpointStateDict(kind, net.module, weights), { backend });
   net.module.eval();
   return net;
 }
 
 function wrapModule(kind: ModelKind, m: Module): Network {
   const f = (m as unknown as { forward: (x: Tensor, t?: Tensor) => Tensor }).forward.bind(m);
-  const needsTime = kind === 'ddpmpp' || kind === 'adm';
+  const needsTime = kind === 'ddpmpp' || kind === 'adm' || kind === 'ddpm';
+  if (kind === 'attribute')
+    // DiffPure's ClassifierWrapper: [0, 1] images -> logits [l, -l] (class 1, 'attribute present', when l < 0)
+    return { kind, module: m, needsTime, forward: (x) => attributeLogits(m as AttributeNet, x) };
   return { kind, module: m, needsTime, forward: (x, t) => (needsTime ? f(x, requireTime(kind, t)) : f(x)) };
 }

@@ -200,3 +200,49 @@ describe('diffpure purify reproduces the diffpure_revsde fixture', () => {
     }
   });
 });
+
+describe("diffpure purify --model ddpm reproduces DiffPure's CelebA-HQ purification (ddpm_celebahq fixture)", () => {
+  const D = `${F}/ddpm_celebahq`;
+  test('replayed draws: the purified images at t = 20; forward on the UNet and the attribute classifier', async () => {
+    const cfg = config('ddpm-celebahq', meta('ddpm_celebahq').unet.config_used);
+    const out = join(dir, 'ddpm-purified.npy');
+    const log = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const said = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+    await yieldToLoop();
+    try {
+      // DiffPure's --t 20 is --tstar 0.02 here (t* = t / 1000)
+      const args = ['purify', '--model', 'ddpm', '--config', cfg, '--weights', `${D}/unet.pth`];
+      const io = ['--x', `${D}/purify_x_in.npy`, '--out', out, '--tstar', '0.02'];
+      const replay = ['--noise', `${D}/purify_forward_noise.npy`, '--step-noise', `${D}/purify_step_noise.npy`];
+      expect(await main([...args, ...io, ...replay])).toBe(0);
+      expect(said.mock.calls.flat().join('\n')).toMatch(/with 20 DDPM steps .*noise replayed/);
+      // a mode of the VP-SDE, and half of the replayed draws, are refused by name
+      const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+      expect(await main([...args, ...io, ...replay, '--grad', join(dir, 'g.npy'), '--mode', 'continuous'])).toBe(1);
+      expect(await main([...args, ...io, '--noise', `${D}/purify_forward_noise.npy`])).toBe(1);
+      expect(err.mock.calls.flat().join('\n')).toMatch(/gradient is exact[\s\S]*--noise \(forward\) and --step-noise/);
+      err.mockRestore();
+    } finally {
+      log.mockRestore();
+      said.mockRestore();
+    }
+    // the output is (out + 1) / 2 of the fixture's [-1, 1] output, unclamped
+    const y = readNpy(out);
+    const centered = join(dir, 'ddpm-centered.npy');
+    writeNpy(
+      centered,
+      Float32Array.from(y.data, (v) => 2 * v - 1),
+      y.shape,
+    );
+    expect(relErr(centered, `${D}/purify_output.npy`)).toBeLessThan(1e-4);
+
+    const unetOut = join(dir, 'ddpm-unet.npy');
+    const fwdArgs = ['forward', '--model', 'ddpm', '--config', cfg, '--weights', `${D}/unet.pth`];
+    expect(await main([...fwdArgs, '--x', `${D}/unet_x.npy`, '--t', `${D}/unet_t.npy`, '--out', unetOut])).toBe(0);
+    expect(relErr(unetOut, `${D}/unet_output.npy`)).toBeLessThan(1e-4);
+    const clfOut = join(dir, 'attribute.npy');
+    const clfArgs = ['forward', '--model', 'attribute', '--weights', `${D}/classifier_net_best.pth`];
+    expect(await main([...clfArgs, '--x', `${D}/clf_x.npy`, '--out', clfOut])).toBe(0);
+    expect(relErr(clfOut, `${D}/clf_logits.npy`)).toBeLessThan(1e-4);
+  }, 180_000);
+});

@@ -6,12 +6,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readNpy } from '../../nn/io/index.js';
+import { CELEBA_HQ_DDPM_CONFIG, type DdpmConfigJson } from '../../nn/models/ddpm-unet.js';
 import { div, fromArray, sub, upsampleBilinear2d } from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { type Images, takeRows } from '../attacks/model.js';
 import { loadCifar10 } from '../data/cifar10.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
 import { listImageFolder, readImageFolder } from '../data/image-folder.js';
+import { type DdpmVarType, ddpmPurifier, ddpmSchedule } from '../ddpm-purify.js';
 import { defendedPurifier } from '../defense.js';
 import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
 import { attackTargets, type Protocol, type SampleRule } from './protocol.js';
@@ -186,6 +188,8 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     : null;
   const classify = (x: Tensor) => net.forward(norm ? div(sub(x, norm.mean), norm.std) : x);
   const scoreType = p.purifier.model === 'adm' ? 'guided_diffusion' : 'score_sde';
+  const ddpmCfg = (modelConfig('ddpm', p.purifier.config, 'purifier.config') ??
+    CELEBA_HQ_DDPM_CONFIG) as DdpmConfigJson;
   return {
     backend,
     classify,
@@ -194,7 +198,19 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
         throw new Error(
           `protocol '${p.name}' attacks the bare classifier only, so no score model was loaded; add 'diffpure' to an attack's targets to purify`,
         );
-      const purify = defendedPurifier({ model: (v, t) => score.forward(v, t), scoreType, tStar, dt, gradient });
+      const purify =
+        p.purifier.model === 'ddpm'
+          ? // DiffPure's CelebA-HQ path: t = 1000 t* ancestral steps; its gradient is exact (checkpointed) or BPDA's
+            ddpmPurifier({
+              model: (v, t) => score.forward(v, t),
+              t: Math.round(tStar * 1000),
+              gradient: gradient === 'bpda' ? 'bpda' : 'exact',
+              schedule: ddpmSchedule(
+                ddpmCfg.diffusion as Parameters<typeof ddpmSchedule>[0],
+                (ddpmCfg.model as { var_type?: DdpmVarType }).var_type,
+              ),
+            })
+          : defendedPurifier({ model: (v, t) => score.forward(v, t), scoreType, tStar, dt, gradient });
       if (!imagenet) return purify;
       // DiffPure's SDE_Adv_Model on ImageNet: 224 -> 256 (bilinear) before purifying, back to 224 after
       return (x, keys) =>

@@ -91,8 +91,12 @@ export function describeAttack(a: AttackSpec, target: Target, p: Protocol): stri
   const through =
     a.attack === 'bpda-eot'
       ? 'identity backward through the purifier (BPDA)'
-      : `${a.gradient ?? 'continuous'} gradient`;
-  const defence = target === 'diffpure' ? `t* ${a.tStar}, dt ${p.purifier.dt}, ${through}` : 'no defence';
+      : p.purifier.model === 'ddpm'
+        ? 'exact gradient through the DDPM chain'
+        : `${a.gradient ?? 'continuous'} gradient`;
+  const steps =
+    p.purifier.model === 'ddpm' ? `${Math.round(a.tStar * 1000)} DDPM steps` : `t* ${a.tStar}, dt ${p.purifier.dt}`;
+  const defence = target === 'diffpure' ? `${steps}, ${through}` : 'no defence';
   const counted =
     p.report?.accuracy === 'recheck'
       ? `; accuracies from RobustBench's re-check (one more pass on the clean and on the returned images; the attack ran with ${verdict})`
