@@ -339,7 +339,8 @@ const commands: Record<string, Command> = {
       '  per batch), adv/*.npy (adversarial images), results.md, results.json and grid-<attack>.png.\n' +
       '  Rerunning the same command resumes (after a crash or kill -9) and ends with the same numbers; a changed\n' +
       '  protocol or option refuses to resume into old records (--fresh discards them).\n' +
-      '  --shard i/n (or a Slurm job array, or a Kubernetes Indexed Job: see docs/) runs every n-th batch from i;\n' +
+      '  --shard i/n (or a Slurm job array, or a Kubernetes Indexed Job: see docs/) runs shard i of n (the batches\n' +
+      '  split by estimated cost);\n' +
       "  'diffpure merge DIR' joins the shards' records into the table one run gives.\n" +
       '  --list shows the presets; --print NAME prints one as JSON to copy, edit and pass back with --protocol.\n' +
       '  --images N keeps the first N images of the sample list (a quicker, smaller run; recorded as such).',

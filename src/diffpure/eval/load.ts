@@ -89,7 +89,11 @@ function modelConfig(kind: ModelKind, config: unknown, field: string): unknown {
 
 /** Your own images: x.npy [N, C, H, W] in [0, 1] (float32 or float64) and y.npy [N] integer labels. */
 function npyData(x: string, y: string, rule: SampleRule, classes?: string[]): EvalData & { classes: string[] } {
-  const xp = requirePath(x, 'data.x', 'Give images [N, C, H, W] in [0, 1] as .npy.');
+  const xp = requirePath(
+    x,
+    'data.x',
+    `Give images [N, C, H, W] in [0, 1] as .npy: put their path in data.x (and the labels' in data.y) of a copy of the protocol (diffpure eval --print NAME > mine.json), then --protocol mine.json.`,
+  );
   const yp = requirePath(y, 'data.y', 'Give their labels [N] as .npy.');
   const a = readNpy(xp);
   if (a.shape.length !== 4 || (a.shape[1] !== 1 && a.shape[1] !== 3))

@@ -9,6 +9,7 @@ import { NORMS, type Norm } from '../attacks/projections.js';
 import { parseVerdict } from '../attacks/verdicts.js';
 import type { ModelKind } from '../models.js';
 import diffpureBpda from './presets/diffpure-bpda.json' with { type: 'json' };
+import diffpureCelebahq from './presets/diffpure-celebahq.json' with { type: 'json' };
 import diffpureCifar10 from './presets/diffpure-cifar10.json' with { type: 'json' };
 import diffpureImagenet from './presets/diffpure-imagenet.json' with { type: 'json' };
 import fmnist from './presets/fmnist.json' with { type: 'json' };
@@ -134,6 +135,7 @@ export const PRESETS: Record<string, unknown> = {
   diffpure: diffpureCifar10,
   'diffpure-bpda': diffpureBpda,
   'diffpure-imagenet': diffpureImagenet,
+  'diffpure-celebahq': diffpureCelebahq,
   robustbench,
   'lee-kim': leeKim,
 };
