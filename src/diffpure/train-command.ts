@@ -115,7 +115,7 @@ export async function runTrain(v: Values, what: string): Promise<void> {
       data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
     });
     process.stderr.write(
-      `${o.out} (step ${step}) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...) and ${r.manifestPath}\n`,
+      `${o.out} (step ${step}) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...), ${r.manifestPath} and ${r.configPath}\n`,
     );
     return;
   }
@@ -175,7 +175,7 @@ function runScore(v: Values): void {
       data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
     });
     process.stderr.write(
-      `${o.out} (step ${step}, EMA) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...) and ${r.manifestPath}\n`,
+      `${o.out} (step ${step}, EMA) -> ${v.ship} (sha256 ${r.sha256.slice(0, 12)}...), ${r.manifestPath} and ${r.configPath}\n`,
     );
     return;
   }

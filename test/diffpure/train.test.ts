@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { FASHION_MNIST_DIR } from '../../src/diffpure/data/idx.js';
+import { loadNetwork } from '../../src/diffpure/models.js';
 import { trainingSeconds } from '../../src/diffpure/train/manifest.js';
 import { differingKeys } from '../../src/diffpure/train/run-folder.js';
 import { listTensors, loadTorchCheckpoint } from '../../src/nn/io/torch.js';
@@ -106,6 +107,11 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const manifest = JSON.parse(readFileSync(join(dir, 'clf.json'), 'utf8'));
     expect(manifest.sha256).toBe(createHash('sha256').update(readFileSync(shipped)).digest('hex'));
     expect(manifest).toMatchObject({ steps: 24, metrics: { testImages: 50 }, run: { batch: 16 } });
+    // beside them the WRN config a protocol's classifier.config names; the shipped weights load strictly with it
+    const shippedConfig = JSON.parse(readFileSync(join(dir, 'clf.config.json'), 'utf8'));
+    expect(shippedConfig).toEqual(manifest.run.model);
+    const net = await loadNetwork('wrn', shippedConfig, shipped, 'cpu');
+    net.module.dispose();
 
     const b = join(dir, 'b');
     await killAfterCheckpointThenResume(args, a, b, 24);

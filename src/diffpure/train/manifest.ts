@@ -26,7 +26,7 @@ export function writeShipped(
   net: Module,
   weightsPath: string,
   extra: Record<string, unknown>,
-): { manifestPath: string; sha256: string } {
+): { manifestPath: string; configPath: string; sha256: string } {
   const sd = new Map<string, HostTensor>();
   for (const [k, t] of net.stateDict())
     sd.set(k, { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) });
@@ -49,7 +49,13 @@ export function writeShipped(
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version },
     ...extra,
   };
-  const manifestPath = `${weightsPath.replace(/\.safetensors$/, '')}.json`;
+  const base = weightsPath.replace(/\.safetensors$/, '');
+  const manifestPath = `${base}.json`;
   writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
-  return { manifestPath, sha256 };
+  // the network's config in its official format beside the weights, where `diffpure eval` protocols and
+  // `--config` read it (classifier runs: RobustBench's WRN keywords; score runs: score_sde's config JSON)
+  const run = manifest.run as { model?: unknown; config?: unknown };
+  const configPath = `${base}.config.json`;
+  writeFileSync(configPath, `${JSON.stringify(run.config ?? run.model, null, 2)}\n`);
+  return { manifestPath, configPath, sha256 };
 }
