@@ -110,7 +110,7 @@ export async function runTrain(v: Values, what: string): Promise<void> {
   }
   if (typeof v.ship === 'string') {
     const { net, step } = loadClassifierRun(o.out);
-    const r = writeShipped(o.out, net, v.ship, {
+    const r = writeShipped(o.out, net, v.ship, step, {
       kind: 'classifier',
       data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',
     });
@@ -169,7 +169,7 @@ function runScore(v: Values): void {
   const o = scoreOptions(v);
   if (typeof v.ship === 'string') {
     const { net, step } = loadScoreRun(o.out, 'ema');
-    const r = writeShipped(o.out, net, v.ship, {
+    const r = writeShipped(o.out, net, v.ship, step, {
       kind: 'score',
       parameterSet: 'EMA (score_sde ema)',
       data: 'Fashion-MNIST (Debian dataset-fashion-mnist)',

@@ -192,8 +192,11 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
     : null;
   const classify = (x: Tensor) => net.forward(norm ? div(sub(x, norm.mean), norm.std) : x);
   const scoreType = p.purifier.model === 'adm' ? 'guided_diffusion' : 'score_sde';
-  const ddpmCfg = (modelConfig('ddpm', p.purifier.config, 'purifier.config') ??
-    CELEBA_HQ_DDPM_CONFIG) as DdpmConfigJson;
+  // the DDPM chain's schedule comes from the config's diffusion section (only a ddpm purifier has one)
+  const ddpmCfg =
+    score && p.purifier.model === 'ddpm'
+      ? ((modelConfig('ddpm', p.purifier.config, 'purifier.config') ?? CELEBA_HQ_DDPM_CONFIG) as DdpmConfigJson)
+      : CELEBA_HQ_DDPM_CONFIG;
   return {
     backend,
     classify,

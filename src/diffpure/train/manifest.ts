@@ -25,6 +25,7 @@ export function writeShipped(
   runDir: string,
   net: Module,
   weightsPath: string,
+  step: number,
   extra: Record<string, unknown>,
 ): { manifestPath: string; configPath: string; sha256: string } {
   const sd = new Map<string, HostTensor>();
@@ -32,17 +33,19 @@ export function writeShipped(
     sd.set(k, { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) });
   writeSafetensors(weightsPath, sd, { format: 'pt', source: 'diffpure-ts train' });
   const sha256 = createHash('sha256').update(readFileSync(weightsPath)).digest('hex');
+  // the log may run past the checkpoint (a run stopped between checkpoints): count only the steps the weights hold
   const log = readFileSync(join(runDir, 'log.jsonl'), 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number });
+    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number })
+    .filter((r) => r.step <= step);
   const metricsPath = join(runDir, 'metrics.json');
   const manifest = {
     weights: weightsPath.split('/').pop(),
     sha256,
     parameters: [...sd.values()].reduce((a, t) => a + t.data.length, 0),
     run: JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')),
-    steps: log.at(-1)?.step ?? 0,
+    steps: step,
     trainingSeconds: Math.round(trainingSeconds(log)),
     lastLosses: log.slice(-10).map((r) => r.loss),
     metrics: existsSync(metricsPath) ? JSON.parse(readFileSync(metricsPath, 'utf8')) : null,
