@@ -8,6 +8,9 @@ import { afterAll, expect, test } from 'vitest';
 import { loadEvalData, loadEvalModels } from '../../../src/diffpure/eval/load.js';
 import { loadProtocol, type Protocol } from '../../../src/diffpure/eval/protocol.js';
 import { writeNpy } from '../../../src/nn/io/index.js';
+import { dispose, fromArray, tidy } from '../../../src/tensor/index.js';
+import { readMeta } from '../../harness/fixtures.js';
+import { DDPMPP } from '../../nn/fixture-helpers.js';
 import { ATTACKS, haveAttacks } from '../attacks/fixture.js';
 import { standInProtocol } from './stand-in.js';
 
@@ -84,4 +87,33 @@ test.skipIf(!haveAttacks)('a protocol that attacks only the bare classifier load
   await expect(loadEvalModels({ ...p, attacks: base.attacks }, 'cpu')).rejects.toThrow(
     /purifier\.weights .*no-such-score\.pth' not found.*--score-weights/,
   );
+});
+
+test.skipIf(!haveAttacks)('a ddpmpp purifier and a WRN from their files: the defended model runs', async () => {
+  const base = standInProtocol();
+  const p: Protocol = {
+    ...base,
+    classifier: {
+      model: 'wrn',
+      config: { depth: 16, widen_factor: 2, num_classes: 10 },
+      weights: join(ATTACKS, 'model.pt'),
+    },
+    purifier: {
+      model: 'ddpmpp',
+      config: readMeta<{ config: unknown }>(DDPMPP).config,
+      weights: join(DDPMPP, 'checkpoint.pth'),
+      dt: 0.001,
+    },
+  };
+  const models = await loadEvalModels(p, 'cpu');
+  try {
+    const purify = models.purifier({ tStar: 0.002, dt: 0.001, gradient: 'continuous' });
+    const x = fromArray(new Float32Array(2 * 3 * 32 * 32).fill(0.5), [2, 3, 32, 32]);
+    const logits = tidy(() => models.classify(purify(x, [1, 2])));
+    expect(logits.shape).toEqual([2, 10]);
+    expect(Array.from(logits.dataSync()).every(Number.isFinite)).toBe(true);
+    dispose([x, logits]);
+  } finally {
+    models.dispose();
+  }
 });
