@@ -99,7 +99,13 @@ async function writeGrid(
   const rec = new Map(
     samples.filter((s) => s.attack === spec.id && s.target === 'diffpure' && s.seed === seed).map((s) => [s.sample, s]),
   );
-  const broken = (r: number) => (rec.get(r)?.correct && !rec.get(r)?.robust ? 0 : 1);
+  // broken by a perturbation first, then broken with none (a stochastic defense's clean check and re-check can
+  // disagree: AutoAttack then returns the clean image as adversarial), then the rest
+  const broken = (r: number) => {
+    const s = rec.get(r);
+    if (!s?.correct || s.robust) return 2;
+    return s.linf > 0 ? 0 : 1;
+  };
   const pos = [...batch].sort((i, j) => broken(i) - broken(j) || i - j).slice(0, 8);
   const rows = pos; // chunk 0: a position in the batch is the position in the sample list
   const x = takeRows(data.images, rows);
