@@ -57,6 +57,39 @@ describe('wasm exp / sigmoid / silu', () => {
     },
   );
 
+  test("siluGrad (silu's fused backward) is within a few ulp of float64, in vector body, tail and broadcast", () => {
+    const n = xs.length;
+    const xm = Float32Array.from(xs, (v) => v / 10); // [-9.5, 9.5]: where silu' is neither 0 nor 1
+    const g = Float32Array.from({ length: n }, (_, i) => Math.fround(Math.cos(i) * 2));
+    const ref = (gi: number, x: number) => {
+      const s = 1 / (1 + Math.exp(-x));
+      return gi * s * (1 + x * (1 - s));
+    };
+    const got = T.siluGrad(T.fromArray(g, [n]), T.fromArray(xm, [n])).dataSync();
+    const js = withKind('js', () => T.siluGrad(T.fromArray(g, [n]), T.fromArray(xm, [n])).dataSync());
+    const scalarG = T.siluGrad(T.fromArray(Float32Array.of(0.75), [1]), T.fromArray(xm, [n])).dataSync();
+    for (let i = 0; i < n; i++) {
+      const x = xm[i] as number;
+      // every term of g s (1 + x (1 - s)) is at most |g| (1 + |x|): a few roundings of that size
+      const bound = (gi: number) => 8 * 2 ** -24 * Math.abs(gi) * (1 + Math.abs(x)) + 2 ** -126;
+      const gi = g[i] as number;
+      if (!(Math.abs((got[i] as number) - ref(gi, x)) <= bound(gi)))
+        throw new Error(`siluGrad(${gi}, ${x}) = ${got[i]}, float64 ${ref(gi, x)}`);
+      expect(Math.abs((js[i] as number) - ref(gi, x))).toBeLessThanOrEqual(bound(gi));
+      expect(Math.abs((scalarG[i] as number) - ref(0.75, x))).toBeLessThanOrEqual(bound(0.75));
+    }
+    // PyTorch 1.13's aten.silu_backward(ones, [nan, inf, -inf, 0]) (Debian python3-torch): [nan, nan, nan, 0.5]; the
+    // infinities meet 0 (1 - s at +inf, s at -inf) in the product
+    const sp = T.siluGrad(
+      T.fromArray(new Float32Array(300).fill(1), [300]),
+      T.fromArray(
+        Float32Array.from({ length: 300 }, (_, i) => [Number.NaN, Infinity, -Infinity, 0][i] ?? 1),
+        [300],
+      ),
+    );
+    expect([...sp.dataSync().slice(0, 4)]).toEqual([Number.NaN, Number.NaN, Number.NaN, 0.5]);
+  });
+
   test('relu keeps NaN and maps -0 to 0, as PyTorch; affine, square match float64 to one rounding', () => {
     const x = Float32Array.from({ length: 301 }, (_, i) => (i - 150) / 7);
     x[0] = Number.NaN;

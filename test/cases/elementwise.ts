@@ -98,6 +98,7 @@ export const binary: OpCase[] = [
   bin('pow', T.pow, twoInputs([0.2, 3], [-2, 2])),
   bin('maximum', T.maximum, untiedPair()),
   bin('minimum', T.minimum, untiedPair()),
+  bin('siluGrad', T.siluGrad, twoInputs([-2, 2], [-4, 4])),
   ...(
     [
       ['eq', T.eq],

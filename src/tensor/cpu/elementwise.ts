@@ -99,6 +99,11 @@ export const BINARY_FNS: Record<BinaryOp, (a: number, b: number) => number> = {
   // a NaN on either side wins (a NaN a is returned; a NaN b fails both tests and is returned)
   maximum: (a, b) => (a >= b || Number.isNaN(a) ? a : b),
   minimum: (a, b) => (a <= b || Number.isNaN(a) ? a : b),
+  // silu_backward as PyTorch writes it: g s (1 + x (1 - s))
+  siluGrad: (g, x) => {
+    const s = sigmoid(x);
+    return g * (s * (1 + x * (1 - s)));
+  },
   eq: (a, b) => +(a === b),
   ne: (a, b) => +(a !== b),
   lt: (a, b) => +(a < b),

@@ -56,11 +56,9 @@ const unaryVjp: Record<UnaryOp, ((g: Tensor, x: Tensor, y: Tensor, a: UnaryAttrs
   tanh: (g, _x, y) => mul(g, sub(1, square(y))),
   sigmoid: (g, _x, y) => mul(g, mul(y, sub(1, y))),
   relu: (g, x) => mul(g, gt(x, 0)),
-  // silu' = s (1 + x (1 - s)), s = sigmoid(x)
-  silu: (g, x) => {
-    const s = sigmoid(x);
-    return mul(g, mul(s, add(mul(x, sub(1, s)), 1)));
-  },
+  // silu' = s (1 + x (1 - s)), s = sigmoid(x): one fused kernel (siluGrad) instead of six elementwise passes,
+  // which were ~6% of a DDPM++ training step on cpu
+  silu: (g, x) => siluGrad(g, x),
   // gelu' = Phi(x) + x phi(x)
   gelu: (g, x) => {
     const Phi = mul(add(erf(mul(x, Math.SQRT1_2)), 1), 0.5);
@@ -116,7 +114,7 @@ export const powScalar = (x: Tensor, exponent: number) => unary(x, { op: 'powSca
 
 // ---- binary ---------------------------------------------------------------------------------
 
-export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | CompareOp;
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'siluGrad' | CompareOp;
 export type CompareOp = 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
 export type TensorLike = Tensor | number;
 
@@ -140,6 +138,12 @@ const binaryVjp: Partial<
   minimum: (g, a, b) => {
     const wa = add(lt(a, b), half(eq(a, b)));
     return [mul(g, wa), mul(g, sub(1, wa))];
+  },
+  // y = a silu'(b): dy/da = silu'(b); dy/db = a silu''(b), silu'' = s (1 - s) (2 + b (1 - 2 s)), s = sigmoid(b)
+  siluGrad: (g, a, b) => {
+    const s = sigmoid(b);
+    const second = mul(mul(s, sub(1, s)), add(mul(b, sub(1, mul(s, 2))), 2));
+    return [siluGrad(g, b), mul(g, mul(a, second))];
   },
 };
 
@@ -198,6 +202,8 @@ export const add = (a: TensorLike, b: TensorLike) => binary('add', a, b);
 export const sub = (a: TensorLike, b: TensorLike) => binary('sub', a, b);
 export const mul = (a: TensorLike, b: TensorLike) => binary('mul', a, b);
 export const div = (a: TensorLike, b: TensorLike) => binary('div', a, b);
+/** g * silu'(x) = g s (1 + x (1 - s)), s = sigmoid(x): silu's backward (PyTorch's silu_backward) as one kernel. */
+export const siluGrad = (g: TensorLike, x: TensorLike) => binary('siluGrad', g, x);
 export const pow = (a: TensorLike, b: TensorLike) => binary('pow', a, b);
 export const maximum = (a: TensorLike, b: TensorLike) => binary('maximum', a, b);
 export const minimum = (a: TensorLike, b: TensorLike) => binary('minimum', a, b);

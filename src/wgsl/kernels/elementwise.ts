@@ -143,6 +143,7 @@ const BINARY_WGSL: Record<BinaryOp, string> = {
   // a NaN on either side wins, as in PyTorch
   maximum: 'select(select(select(v1, v0, v0 >= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
   minimum: 'select(select(select(v1, v0, v0 <= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
+  siluGrad: 'v0 * (sigmoid_f(v1) * (1.0 + v1 * (1.0 - sigmoid_f(v1))))',
   eq: 'select(0.0, 1.0, v0 == v1)',
   ne: 'select(0.0, 1.0, v0 != v1 || isnan_f(v0) || isnan_f(v1))', // lavapipe compiled != as ordered
   lt: 'select(0.0, 1.0, v0 < v1)',
@@ -177,7 +178,7 @@ const binary: WgslKernel = (ctx, ins, attrs: { op: BinaryOp }, outShape, out) =>
   const p = mapProgram({
     name: `binary.${attrs.op}`,
     expr,
-    prelude: attrs.op === 'pow' ? MATH_WGSL : NAN_WGSL,
+    prelude: attrs.op === 'pow' || attrs.op === 'siluGrad' ? MATH_WGSL : NAN_WGSL,
     shape: outShape,
     ins: ins.map((a) => ({ base: 0, strides: broadcastStrides(a.shape, outShape) })),
   });

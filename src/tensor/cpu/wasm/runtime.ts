@@ -57,7 +57,7 @@ export const WASM_UNARY = {
 } as const;
 
 /** Opcodes of binaryRowF32. */
-export const WASM_BINARY = { add: 0, sub: 1, mul: 2, div: 3 } as const;
+export const WASM_BINARY = { add: 0, sub: 1, mul: 2, div: 3, siluGrad: 4 } as const;
 
 /** A float32 gemm on arena pointers: C (+)= op(A) op(B); the fields of GemmArgs with byte addresses for arrays. */
 export interface SgemmJob {

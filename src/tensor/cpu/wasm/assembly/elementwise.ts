@@ -82,12 +82,22 @@ export function squareF32(x: usize, out: usize, n: i32): void {
   }
 }
 
+/** silu's backward, g s (1 + x (1 - s)) with s = sigmoid(x) (PyTorch's silu_backward). */
+// @ts-ignore: decorator
+@inline
+function siluGrad4(g: v128, x: v128): v128 {
+  const one = f32x4.splat(1);
+  const s = sigmoid4(x);
+  return f32x4.mul(g, f32x4.mul(s, f32x4.add(one, f32x4.mul(x, f32x4.sub(one, s)))));
+}
+
 // @ts-ignore: decorator
 @inline
 function op4(op: i32, a: v128, b: v128): v128 {
   if (op == 0) return f32x4.add(a, b);
   if (op == 1) return f32x4.sub(a, b);
   if (op == 2) return f32x4.mul(a, b);
+  if (op == 4) return siluGrad4(a, b);
   return f32x4.div(a, b);
 }
 
@@ -97,11 +107,14 @@ function op1(op: i32, a: f32, b: f32): f32 {
   if (op == 0) return a + b;
   if (op == 1) return a - b;
   if (op == 2) return a * b;
+  // the vector formula on lane 0, so a row's tail rounds as its body does
+  if (op == 4) return f32x4.extract_lane(siluGrad4(f32x4.splat(a), f32x4.splat(b)), 0);
   return a / b;
 }
 
 /**
- * One row of a broadcasting binary op: out[i] = a[i*sa] op b[i*sb] for i < n, op 0 add, 1 sub, 2 mul, 3 div;
+ * One row of a broadcasting binary op: out[i] = a[i*sa] op b[i*sb] for i < n, op 0 add, 1 sub, 2 mul, 3 div,
+ * 4 siluGrad (a silu'(b));
  * sa, sb are element strides (0 for a broadcast operand). Contiguous and scalar operands run four lanes at a time.
  */
 export function binaryRowF32(op: i32, a: usize, sa: i32, b: usize, sb: i32, out: usize, n: i32): void {
