@@ -2,8 +2,9 @@
 // 256 px, random weights: the cost does not depend on the values) and gan-ensembling's attribute classifier
 // (23.0 M). DDPM purification runs t ancestral steps of identical work, so runs at t = 1 and 2 are measured and
 // a line through them (seconds = a + b t) gives the paper's t = 500, marked as a projection; the same for the
-// exact (checkpointed) input gradient. The classifier's forward and input gradient are measured directly.
-// Run: node scripts/build.mjs && node dist/bench-ddpm-celebahq.mjs    (JSON on stdout and bench/out/ddpm-celebahq.json)
+// exact (checkpointed) input gradient. The classifier's forward and input gradient are measured directly. No peer:
+// the official UNet runs only in PyTorch with its checkpoint download; a PyTorch timing is future work.
+// Run: node scripts/build.mjs && node dist/bench-ddpm-celebahq.mjs    (JSON on stdout and bench/out/ddpm-celebahq-<backend>.json)
 //   BENCH_BACKEND=cpu|webgpu  BENCH_T=1,2  BENCH_BATCH=1
 
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -3,7 +3,7 @@
 // lines on stdout, the adversarial images to --out, a JSON summary with --json.
 
 import { readNpy, writeNpy } from '../nn/io/index.js';
-import { initBackend, type Tensor } from '../tensor/index.js';
+import { initBackend, type Tensor, tidy } from '../tensor/index.js';
 import {
   ATTACK_NAMES,
   type AttackName,
@@ -15,6 +15,7 @@ import {
 import type { AttackModel, Images } from './attacks/model.js';
 import { NORMS, type Norm } from './attacks/projections.js';
 import { parseVerdict } from './attacks/verdicts.js';
+import { ddpmPurifier } from './ddpm-purify.js';
 import { defendedClassifier, type GradientMode } from './defense.js';
 import { loadNetwork, type ModelKind } from './models.js';
 
@@ -81,18 +82,33 @@ export async function runAutoAttack(a: AutoAttackArgs): Promise<void> {
     const g = a.score.gradient;
     if (g !== 'continuous' && g !== 'exact' && g !== 'bpda')
       throw new Error(`--gradient must be continuous, exact or bpda, got '${g}'`);
+    if (a.score.kind !== 'ddpmpp' && a.score.kind !== 'adm' && a.score.kind !== 'ddpm')
+      throw new Error(`--score-model must be ddpmpp, adm or ddpm (a score network), got '${a.score.kind}'`);
+    if (a.score.kind === 'ddpm' && g === 'continuous')
+      throw new Error('--score-model ddpm: the DDPM chain has no continuous adjoint; give --gradient exact or bpda');
     const s = await loadNetwork(a.score.kind, a.score.config, a.score.weights, a.backend);
     score = s;
+    const ddpm =
+      a.score.kind === 'ddpm'
+        ? // DiffPure's CelebA-HQ path: t = 1000 t* ancestral DDPM steps
+          ddpmPurifier({
+            model: (v, t) => s.forward(v, t),
+            t: Math.round(a.score.tStar * 1000),
+            gradient: g === 'bpda' ? 'bpda' : 'exact',
+          })
+        : null;
     model = {
       backend: a.backend,
-      classify: defendedClassifier({
-        model: (v, t) => s.forward(v, t),
-        scoreType: a.score.kind === 'adm' ? 'guided_diffusion' : 'score_sde',
-        tStar: a.score.tStar,
-        dt: a.score.dt,
-        gradient: g as GradientMode,
-        classifier: classify,
-      }),
+      classify: ddpm
+        ? (v, keys) => tidy(() => classify(ddpm(v, keys)))
+        : defendedClassifier({
+            model: (v, t) => s.forward(v, t),
+            scoreType: a.score.kind === 'adm' ? 'guided_diffusion' : 'score_sde',
+            tStar: a.score.tStar,
+            dt: a.score.dt,
+            gradient: g as GradientMode,
+            classifier: classify,
+          }),
     };
   } else {
     model = { backend: a.backend, classify: (v) => classify(v) };

@@ -153,12 +153,12 @@ const commands: Record<string, Command> = {
     summary: "DiffPure's purification of images in [0, 1] (x.npy), optionally with the input gradient",
     usage:
       'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm|ddpm] [--config cfg.json]\n' +
-      '    [--tstar 0.1] [--dt 0.001] [--seed N] [--noise e.npy] [--bm-increments dW.npy --bm-times t.npy]\n' +
+      '    [--tstar 0.1 (ddpm: 0.5)] [--dt 0.001] [--seed N] [--noise e.npy] [--bm-increments dW.npy --bm-times t.npy]\n' +
       '    [--step-noise steps.npy] [--grad g.npy [--w w.npy] [--mode continuous|exact|autograd]] [--backend cpu|webgpu] [--json]\n' +
       "  --grad writes d sum(w * purified) / dx (w defaults to ones) by the paper's adjoint (continuous, default)\n" +
       '  or the exact gradient of the discrete solve (exact). Without --seed a seed is drawn and printed.\n' +
       "  --model ddpm is DiffPure's CelebA-HQ path (SDEdit's DDPM UNet, celeba_hq.ckpt): t = 1000 t* ancestral steps\n" +
-      '  (the paper: --tstar 0.5), --dt unused; --noise [B, C, H, W] and --step-noise [t, B, C, H, W] replay the\n' +
+      '  (the paper: t* 0.5, the default), --dt unused; --noise [B, C, H, W] and --step-noise [t, B, C, H, W] replay the\n' +
       '  draws; --mode exact (default: per-step checkpointing) or autograd. DiffPure itself has no gradient here (BPDA).',
     options: {
       model: { type: 'string', default: 'ddpmpp' },
@@ -166,7 +166,7 @@ const commands: Record<string, Command> = {
       weights: { type: 'string' },
       x: { type: 'string' },
       out: { type: 'string' },
-      tstar: { type: 'string', default: '0.1' },
+      tstar: { type: 'string' },
       dt: { type: 'string', default: '0.001' },
       seed: { type: 'string' },
       noise: { type: 'string' },
@@ -195,7 +195,8 @@ const commands: Record<string, Command> = {
         weights: required(v, 'weights'),
         x: required(v, 'x'),
         out: required(v, 'out'),
-        tStar: num('tstar'),
+        // DiffPure's t*: 0.1 on CIFAR-10 (score_sde) and ImageNet; 0.5 (--t 500) on CelebA-HQ's DDPM path
+        tStar: v.tstar === undefined ? (kind === 'ddpm' ? 0.5 : 0.1) : num('tstar'),
         dt: num('dt'),
         seed: v.seed === undefined ? undefined : positiveInt('--seed', String(v.seed), true),
         noise: v.noise as string | undefined,
@@ -252,7 +253,7 @@ const commands: Record<string, Command> = {
       'diffpure autoattack --model wrn --weights model.pt [--config wrn.json] --x x.npy --y y.npy --eps 0.031373\n' +
       '    [--norm Linf|L2] [--version standard|plus|rand|custom] [--attacks apgd-ce,apgd-t,...] [--eot-iter 20]\n' +
       '    [--seed 0] [--bs 250] [--verdict single|majority:N|any:N] [--out adv.npy] [--backend cpu|webgpu] [--json]\n' +
-      '    [--score-weights checkpoint_8.pth [--score-model ddpmpp|adm] [--score-config cfg.json] [--tstar 0.1]\n' +
+      '    [--score-weights checkpoint_8.pth [--score-model ddpmpp|adm|ddpm] [--score-config cfg.json] [--tstar 0.1]\n' +
       '     [--dt 0.001] [--gradient continuous|exact|bpda]]\n' +
       '  x.npy: images [B, C, H, W] in [0, 1] (float32); y.npy: their labels [B] (integers).\n' +
       "  With --score-weights the classifier is defended by DiffPure's purification at --tstar; its gradient is the\n" +

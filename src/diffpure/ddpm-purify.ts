@@ -32,7 +32,7 @@
 //    graph (autograd: t graphs). Parameter gradients: use 'autograd'.
 //  - 'bpda': forward as above, backward the identity (DiffPure's BPDA: d purify(x) / dx := I).
 
-import { detach, noGrad, vjp } from '../autograd/engine.js';
+import { noGrad, vjp } from '../autograd/engine.js';
 import { CELEBA_HQ_DDPM_CONFIG } from '../nn/models/ddpm-unet.js';
 import { randomSeed } from '../sde/brownian.js';
 import { full, randomNormal } from '../tensor/prims/creation.js';
@@ -41,6 +41,7 @@ import { concat, narrow, reshape } from '../tensor/prims/shape.js';
 import { attachCustom, isGradEnabled, withGradMode } from '../tensor/runtime.js';
 import { type Prim, type Tensor, tidy } from '../tensor/tensor.js';
 import type { NoiseKeys } from './attacks/model.js';
+import { bpdaIdentity } from './defense.js';
 import { FORWARD_NOISE_STREAM } from './purify.js';
 
 const f32 = Math.fround;
@@ -362,10 +363,7 @@ export function ddpmPurify(x: Tensor, o: DdpmPurifyOptions, source?: NoiseSource
   checkUnitRange(x);
   const run = (v: Tensor) => mul(add(ddpmPurifyCentered(mul(sub(v, 0.5), 2), o, source), 1), 0.5);
   return tidy(() => {
-    if (o.gradient !== 'bpda') return run(x);
-    // BPDA: forward purify(x), backward the identity: x + stop_gradient(purify(x) - x)
-    const y = noGrad(() => run(detach(x)));
-    return add(x, detach(sub(y, x)));
+    return o.gradient === 'bpda' ? bpdaIdentity(x, run) : run(x);
   });
 }
 

@@ -7,12 +7,11 @@
 // gradient of the discretised solve; Lee & Kim's point), 'bpda' (the purifier's backward replaced by the identity:
 // BPDA, as DiffPure's bpda_eot).
 
-import { detach } from '../autograd/engine.js';
+import { customOp } from '../autograd/custom.js';
 import { BrownianGrid, type BrownianMotion, mergeNodes } from '../sde/brownian.js';
 import { adjointSteps, solvePlan } from '../sde/time.js';
 import { vpReverseTimes } from '../sde/vpsde.js';
 import { randomNormal } from '../tensor/prims/creation.js';
-import { add, sub } from '../tensor/prims/elementwise.js';
 import { concat } from '../tensor/prims/shape.js';
 import { type Tensor, tidy } from '../tensor/tensor.js';
 import type { Classifier, NoiseKeys } from './attacks/model.js';
@@ -91,10 +90,17 @@ export function defendedPurifier(o: Omit<DefenseOptions, 'classifier'>): (x: Ten
       const ts = vpReverseTimes(tStar);
       const bm = new RowwiseBrownian(ts[0] as number, ts[1] as number, keys, c * h * w, dt, x.backend.name);
       const run = (v: Tensor) => purify(v, { ...o, tStar, dt, noise, bm, mode: mode === 'bpda' ? 'continuous' : mode });
-      // BPDA: forward purify(x), backward identity: x + stop_gradient(purify(x) - x)
-      return mode === 'bpda' ? add(x, detach(sub(run(detach(x)), x))) : run(x);
+      return mode === 'bpda' ? bpdaIdentity(x, run) : run(x);
     });
   };
+}
+
+/**
+ * BPDA (Athalye et al.): the forward is purify(x) itself, bit for bit what DiffPure's classifier sees, and the
+ * backward is the identity. (x + stop_gradient(purify(x) - x) has the same gradient but rounds the forward.)
+ */
+export function bpdaIdentity(x: Tensor, purifyFn: (v: Tensor) => Tensor): Tensor {
+  return customOp({ name: 'bpda', forward: (v) => purifyFn(v), vjp: (g) => [g] })(x);
 }
 
 /** purify-then-classify with one key per row; see the file comment. */

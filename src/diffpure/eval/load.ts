@@ -163,26 +163,29 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
       ? 'The embedded classifier is not in this checkout; train and ship it (diffpure train classifier ... --ship) or give --classifier-weights.'
       : 'Give the checkpoint with --classifier-weights PATH.',
   );
-  const net: Network = await loadNetwork(c.model, modelConfig(c.model, c.config, 'classifier.config'), cw, backend);
-  // a protocol that attacks the bare classifier only needs no score model (nor its checkpoint on disk)
+  // a protocol that attacks the bare classifier only needs no score model (nor its checkpoint on disk); the
+  // purifier's file and config are checked before anything loads, so a missing one fails fast and leaks nothing
   const needsPurifier = p.attacks.some((a) => attackTargets(a).includes('diffpure'));
-  const score = needsPurifier
-    ? await loadNetwork(
-        p.purifier.model,
-        modelConfig(p.purifier.model, p.purifier.config, 'purifier.config'),
-        requirePath(
+  const purifierFiles = needsPurifier
+    ? {
+        path: requirePath(
           p.purifier.weights,
           'purifier.weights',
           p.purifier.weights.startsWith('weights/')
             ? 'The embedded score model is not in this checkout; train and ship it (diffpure train score ... --ship) or give --score-weights.'
             : 'Give the checkpoint with --score-weights PATH.',
         ),
-        backend,
-      ).catch((e) => {
-        net.module.dispose();
-        throw e;
-      })
+        config: modelConfig(p.purifier.model, p.purifier.config, 'purifier.config'),
+      }
     : null;
+  const net: Network = await loadNetwork(c.model, modelConfig(c.model, c.config, 'classifier.config'), cw, backend);
+  let score: Network | null = null;
+  try {
+    if (purifierFiles) score = await loadNetwork(p.purifier.model, purifierFiles.config, purifierFiles.path, backend);
+  } catch (e) {
+    net.module.dispose();
+    throw e;
+  }
   const imagenet = c.transform === 'imagenet';
   const norm = imagenet
     ? {
@@ -195,7 +198,7 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
   // the DDPM chain's schedule comes from the config's diffusion section (only a ddpm purifier has one)
   const ddpmCfg =
     score && p.purifier.model === 'ddpm'
-      ? ((modelConfig('ddpm', p.purifier.config, 'purifier.config') ?? CELEBA_HQ_DDPM_CONFIG) as DdpmConfigJson)
+      ? (((purifierFiles?.config as DdpmConfigJson | undefined) ?? CELEBA_HQ_DDPM_CONFIG) as DdpmConfigJson)
       : CELEBA_HQ_DDPM_CONFIG;
   return {
     backend,

@@ -308,15 +308,6 @@ export function checkProtocol(v: unknown): Protocol {
   const c = p.classifier as Obj;
   if (c.transform !== undefined) oneOf(c, 'transform', 'classifier', ['none', 'imagenet'] as const);
   checkModel(p.purifier, 'purifier', ['ddpmpp', 'adm', 'ddpm']);
-  if ((p.purifier as Obj).model === 'ddpm')
-    // DiffPure's DDPM path (CelebA-HQ) is a chain of t = 1000 t* discrete steps: no SDE, so no continuous adjoint
-    (p.attacks as Obj[]).forEach((a, i) => {
-      if (a.gradient === 'continuous')
-        fail(`attacks[${i}].gradient`, "the ddpm purifier is a discrete chain: its gradient is 'exact' (the default)");
-      const t = (a.tStar as number) * 1000;
-      if (typeof a.tStar === 'number' && Math.abs(t - Math.round(t)) > 1e-6)
-        fail(`attacks[${i}].tStar`, `the ddpm purifier runs t = 1000 t* steps; ${a.tStar} is not a multiple of 0.001`);
-    });
   num(p.purifier as Obj, 'dt', 'purifier', (x) => x > 0 && x < 1, 'a solver step in (0, 1) (DiffPure: 0.001)');
   intList(p, 'seeds', 'protocol', (x) => nonNegInt(x) && x < 2 ** 32, 'integer seeds');
   num(p, 'batch', 'protocol', posInt, 'a positive integer');
@@ -328,6 +319,15 @@ export function checkProtocol(v: unknown): Protocol {
     if (ids.has(id)) fail(`attacks[${i}].id`, `'${id}' names two attacks; ids must be unique`);
     ids.add(id);
   });
+  if ((p.purifier as Obj).model === 'ddpm')
+    // DiffPure's DDPM path (CelebA-HQ) is a chain of t = 1000 t* discrete steps: no SDE, so no continuous adjoint
+    (p.attacks as Obj[]).forEach((a, i) => {
+      if (a.gradient === 'continuous')
+        fail(`attacks[${i}].gradient`, "the ddpm purifier is a discrete chain: its gradient is 'exact' (the default)");
+      const t = (a.tStar as number) * 1000;
+      if (typeof a.tStar === 'number' && Math.abs(t - Math.round(t)) > 1e-6)
+        fail(`attacks[${i}].tStar`, `the ddpm purifier runs t = 1000 t* steps; ${a.tStar} is not a multiple of 0.001`);
+    });
   if (p.report !== undefined) {
     const r = obj(p.report, 'report');
     onlyKeys(r, ['min', 'accuracy'], 'report');

@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { Protocol, Target } from './protocol.js';
-import { type Shard, unitKey } from './units.js';
+import { SHARD_RULE, type Shard, unitKey } from './units.js';
 
 export const RECORDS_FORMAT = 'diffpure-eval-records/1';
 
@@ -32,7 +32,8 @@ export interface RunIdentity {
 export interface HeaderRecord extends RunIdentity {
   type: 'header';
   format: string;
-  shard: { index: number; count: number };
+  /** rule: how units were assigned to shards (SHARD_RULE; absent in records of the earlier round robin). */
+  shard: { index: number; count: number; rule?: string };
 }
 
 export interface SampleRecord {
@@ -182,13 +183,20 @@ export class RecordsFile {
       type: 'header',
       format: RECORDS_FORMAT,
       ...identity,
-      shard: { index: shard.index, count: shard.count },
+      shard: { index: shard.index, count: shard.count, rule: SHARD_RULE },
     };
     if (!existsSync(path)) {
       writeFileSync(path, `${JSON.stringify(header)}\n`);
       return new RecordsFile(path, { header, units: new Map(), samples: [], dropped: 0 });
     }
     const c = readRecords(path);
+    const rule = c.header.shard.rule ?? 'round-robin';
+    if (shard.count > 1 && rule !== SHARD_RULE)
+      // another assignment gives this shard other units: resuming would redo some and never run others
+      throw new Error(
+        `${path} was written with the shard assignment '${rule}', this version assigns units by '${SHARD_RULE}'; ` +
+          'finish that split with the version that started it, or pass --fresh to start this shard over.',
+      );
     const differ = identityMismatch(c.header, identity);
     if (differ) {
       throw new Error(

@@ -118,7 +118,13 @@ export function summarize(
     const k = `${s.attack}|${s.target}|${s.seed}`;
     const m = cells.get(k) ?? new Map<number, SampleRecord>();
     const prev = m.get(s.sample);
-    if (prev && (prev.correct !== s.correct || prev.robust !== s.robust))
+    // what a row counts must agree: the verdicts, and under 'recheck' the extra pass's predictions
+    const differs =
+      prev !== undefined &&
+      (prev.correct !== s.correct ||
+        prev.robust !== s.robust ||
+        (p.report?.accuracy === 'recheck' && (prev.pred.clean !== s.pred.clean || prev.pred.adv !== s.pred.adv)));
+    if (differs)
       throw new Error(
         `records disagree on sample ${s.sample} under ${s.attack}/${s.target}/seed ${s.seed}: ` +
           'the same unit ran twice with different results (records of different code or backends?)',

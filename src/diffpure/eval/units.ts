@@ -159,6 +159,9 @@ export function unitCost(p: Protocol, u: WorkUnit): number {
   return u.samples.length * gradients * passes;
 }
 
+/** The name of shardUnits' assignment, kept in the records' header: resuming under another one is refused. */
+export const SHARD_RULE = 'cost/1';
+
 /**
  * The units of one shard. Every shard computes the same assignment: units in decreasing cost (run order among
  * equals) each go to the shard with the least cost so far (lowest index among equals), then each shard runs its

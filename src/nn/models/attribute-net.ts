@@ -19,7 +19,10 @@ import { nextRandom } from '../init.js';
 import { Conv2d, Linear } from '../layers/basic.js';
 import { Module, type Parameter } from '../module.js';
 
-/** D's keyword arguments with the official names; omitted ones take D's defaults. */
+/**
+ * D's keyword arguments with the official names. Omitted ones take DIFFPURE_CELEBAHQ_CLASSIFIER's values (256 px,
+ * fixed_size, no minibatch-std: how DiffPure builds it), not D's own defaults (128 px, fixed_size False, use_mbstd True).
+ */
 export interface AttributeNetOptions {
   /** Input colour channels (3). */
   num_channels?: number;

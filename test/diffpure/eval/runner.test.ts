@@ -157,6 +157,17 @@ describe('eval runner', () => {
     const m = mergeRecords([c]);
     expect(m.files).toHaveLength(3);
     expect(numbers(m.results)).toBe(numbers(one.results));
+    // a shard file of the earlier round-robin assignment (no rule in its header) is not resumed under this one
+    const f = join(c, 'records-0-of-3.jsonl');
+    const [head, ...rest] = readFileSync(f, 'utf8').split('\n');
+    const h = JSON.parse(head as string);
+    delete h.shard.rule;
+    const old = join(dir, 'old-split');
+    mkdirSync(old, { recursive: true });
+    writeFileSync(join(old, 'records-0-of-3.jsonl'), [JSON.stringify(h), ...rest].join('\n'));
+    expect(() => RecordsFile.open(old, identity, { index: 0, count: 3, source: 'test' })).toThrow(
+      /shard assignment 'round-robin'.*'cost\/1'.*--fresh/,
+    );
     // a missing shard gives an incomplete table that says so
     rmSync(join(c, 'records-1-of-3.jsonl'));
     const part = mergeRecords([c]).results;
