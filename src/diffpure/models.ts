@@ -120,10 +120,10 @@ export function checkpointStateDict(kind: ModelKind, module: Module, path: strin
 }
 
 /** A checkpoint's state dict for a kind whose module shape depends on it (the attribute classifier's widths). */
-function path2StateDict(kind: ModelKind, path: string): StateDict {
+function shapingStateDict(kind: ModelKind, path: string): StateDict {
   if (path.endsWith('.safetensors')) return readSafetensors(path).tensors;
   if (kind === 'attribute') return attributeCheckpointStateDict(loadTorchCheckpoint(path)).stateDict;
-  throw new Error(`${kind}: the network's shape comes from its config`);
+  throw new Error(`${kind}: its shape comes from --config, not from the checkpoint; give --config`);
 }
 
 /**
@@ -137,7 +137,7 @@ export async function loadNetwork(
   backend = 'cpu',
 ): Promise<Network> {
   // the attribute classifier's widths vary between checkpoints and are read off its tensor shapes when no config is given
-  const sd = kind === 'attribute' && config === undefined ? path2StateDict(kind, weights) : undefined;
+  const sd = kind === 'attribute' && config === undefined ? shapingStateDict(kind, weights) : undefined;
   const cfg = sd ? attributeNetOptionsFromStateDict(sd) : config;
   const net = wrapModule(kind, await buildShapeOnly(() => buildModule(kind, cfg)));
   materialize(net.module, sd ?? checkpointStateDict(kind, net.module, weights), { backend });

@@ -128,11 +128,16 @@ function validate(c: DdpmUNetConfig): void {
   };
   for (const k of ['ch', 'outCh', 'numResBlocks', 'inChannels', 'resolution', 'numTimesteps'] as const) {
     if (!Number.isInteger(c[k]) || c[k] < (k === 'numResBlocks' ? 0 : 1))
-      bad(`${FIELDS[k].join('.')} must be a positive integer, got ${String(c[k])}`);
+      bad(
+        `${FIELDS[k].join('.')} must be ${k === 'numResBlocks' ? 'an integer >= 0' : 'a positive integer'}, got ${String(c[k])}`,
+      );
   }
   if (!Array.isArray(c.chMult) || c.chMult.length === 0 || c.chMult.some((m) => !Number.isInteger(m) || m < 1))
     bad(`model.ch_mult must be a non-empty list of positive integers, got ${JSON.stringify(c.chMult)}`);
-  if (!Array.isArray(c.attnResolutions)) bad(`model.attn_resolutions must be a list, got ${String(c.attnResolutions)}`);
+  if (!Array.isArray(c.attnResolutions) || c.attnResolutions.some((r) => !Number.isInteger(r) || r < 1))
+    bad(
+      `model.attn_resolutions must be a list of resolutions (positive integers), got ${JSON.stringify(c.attnResolutions)}`,
+    );
   if (typeof c.resampWithConv !== 'boolean') bad(`model.resamp_with_conv must be a boolean`);
   if (!(c.dropout >= 0 && c.dropout < 1)) bad(`model.dropout must be in [0, 1), got ${String(c.dropout)}`);
   // Normalize is GroupNorm(32, C): every channel count must split into 32 groups
