@@ -89,6 +89,23 @@ function npyHost(option: string, path: string) {
   return a;
 }
 
+/** f(x), and with `grad` the input gradient of sum(w * f(x)) (w defaults to ones); the graph is freed. */
+function purifiedAndGrad(
+  f: (x: Tensor) => Tensor,
+  x: Tensor,
+  w: Tensor | null,
+  grad: boolean,
+): [Tensor, Tensor | null] {
+  if (!grad) return [noGrad(() => f(x)), null];
+  return tidy(() => {
+    const { out, vjpFn, release } = vjp(f, x);
+    const copy = noGrad(() => mul(out, 1)); // release() frees out
+    const [gx] = vjpFn(w ?? onesLike(out));
+    release();
+    return [copy, gx as Tensor];
+  });
+}
+
 export async function runPurify(a: PurifyArgs): Promise<void> {
   if (a.kind === 'ddpm') return runDdpmPurify(a);
   if (a.kind !== 'ddpmpp' && a.kind !== 'adm')
@@ -137,19 +154,7 @@ export async function runPurify(a: PurifyArgs): Promise<void> {
     onStep: progress(),
   };
   const t0 = performance.now();
-  let y: Tensor;
-  let g: Tensor | null = null;
-  if (a.grad) {
-    [y, g] = tidy(() => {
-      const { out, vjpFn, release } = vjp((xx: Tensor) => purify(xx, opts), x);
-      const copy = noGrad(() => mul(out, 1)); // release() frees out
-      const [gx] = vjpFn(w ?? onesLike(out));
-      release();
-      return [copy, gx as Tensor];
-    });
-  } else {
-    y = noGrad(() => purify(x, opts));
-  }
+  const [y, g] = purifiedAndGrad((xx) => purify(xx, opts), x, w, !!a.grad);
   writeNpy(a.out, Float32Array.from(await y.data()), y.shape);
   if (a.grad && g) writeNpy(a.grad, Float32Array.from(await g.data()), g.shape);
   const seconds = (performance.now() - t0) / 1000;
@@ -243,19 +248,7 @@ async function runDdpmPurify(a: PurifyArgs): Promise<void> {
       process.stderr.write(`purify: ${e.phase} step ${e.step}/${e.steps} (${((now - t0) / 1000).toFixed(1)} s)\n`);
     },
   };
-  let y: Tensor;
-  let g: Tensor | null = null;
-  if (a.grad) {
-    [y, g] = tidy(() => {
-      const { out, vjpFn, release } = vjp((xx: Tensor) => ddpmPurify(xx, opts), x);
-      const copy = noGrad(() => mul(out, 1));
-      const [gx] = vjpFn(w ?? onesLike(out));
-      release();
-      return [copy, gx as Tensor];
-    });
-  } else {
-    y = noGrad(() => ddpmPurify(x, opts));
-  }
+  const [y, g] = purifiedAndGrad((xx) => ddpmPurify(xx, opts), x, w, !!a.grad);
   writeNpy(a.out, Float32Array.from(await y.data()), y.shape);
   if (a.grad && g) writeNpy(a.grad, Float32Array.from(await g.data()), g.shape);
   const seconds = (performance.now() - t0) / 1000;

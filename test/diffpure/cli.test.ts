@@ -191,7 +191,7 @@ describe('diffpure purify reproduces the diffpure_revsde fixture', () => {
       expect(await main([...base(out), '--dt', '0.001'])).toBe(1);
       const msgs = err.mock.calls.map((c) => String(c[0]));
       expect(msgs[0]).toMatch(/--x '.*nan\.npy' holds NaN at flat index 1/);
-      expect(msgs[1]).toMatch(/--mode must be continuous or exact, got 'adjoint'/);
+      expect(msgs[1]).toMatch(/--mode must be continuous, exact or autograd \(ddpm\), got 'adjoint'/);
       expect(msgs[2]).toMatch(/--tstar must be a number in \(0, 1\], got '2'/);
       expect(msgs[3]).toMatch(/--weights is required/);
       expect(msgs[4]).toMatch(/--bm-times '.*time_grid\.npy' has no node at the solver time .* --dt 0\.001/);

@@ -5,7 +5,7 @@
 // through the same steps, BPDA's identity backward, keyed per-row noise, memory, and the errors.
 // Expected values come from the fixture (meta.json, purify_*.npy) unless a line says otherwise.
 
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import {
   DDPM_STEP_NOISE_STREAM,
   type DdpmPurifyOptions,
@@ -21,7 +21,7 @@ import { extractStateDict, loadTorchCheckpoint } from '../../src/nn/io/index.js'
 import { type DdpmConfigJson, DdpmUNet } from '../../src/nn/models/ddpm-unet.js';
 import { FIXTURES, fixtureArray, fixtureTensor, readMeta, relErr } from '../harness/fixtures.js';
 import { FIXTURE_TOL } from '../nn/fixture-helpers.js';
-import { countingBackend } from '../sde/helpers.js';
+import { countingBackend, onCountingBackend } from '../sde/helpers.js';
 
 const DIR = `${FIXTURES}/ddpm_celebahq`;
 
@@ -234,15 +234,7 @@ describe('DDPM purification errors', () => {
 });
 
 describe('DDPM purification memory (counting cpu backend, fixture UNet, t = 3)', () => {
-  let previous: string;
-  beforeAll(async () => {
-    previous = T.getBackend().name;
-    countingBackend();
-    await T.setBackend('cpu-counting');
-  });
-  afterAll(async () => {
-    await T.setBackend(previous);
-  });
+  onCountingBackend();
 
   test("every mode returns to the baseline; 'exact' peaks below autograd", () => {
     const be = countingBackend();

@@ -11,7 +11,7 @@
 // slope flips between float32 implementations and the tolerance need not absorb one.
 
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { loadNetwork } from '../../src/diffpure/models.js';
 import * as T from '../../src/index.js';
 import { loadTorchCheckpoint } from '../../src/nn/io/torch.js';
@@ -32,7 +32,7 @@ import {
   DIFFPURE_CELEBAHQ_CLASSIFIER,
 } from '../../src/nn/models/attribute-net.js';
 import { FIXTURES, fixtureArray, fixtureTensor, readMeta, relErr } from '../harness/fixtures.js';
-import { countingBackend } from '../sde/helpers.js';
+import { countingBackend, onCountingBackend } from '../sde/helpers.js';
 import { FIXTURE_TOL, outputAndGrad, WRN } from './fixture-helpers.js';
 
 const DIR = join(FIXTURES, 'ddpm_celebahq');
@@ -238,15 +238,7 @@ describe('attribute classifier: bad inputs give named errors', () => {
 });
 
 describe('attribute classifier: memory (counting cpu backend)', () => {
-  let previous: string;
-  beforeAll(async () => {
-    previous = T.getBackend().name;
-    countingBackend();
-    await T.setBackend('cpu-counting');
-  });
-  afterAll(async () => {
-    await T.setBackend(previous);
-  });
+  onCountingBackend();
 
   test('loading, forward and gradient, then dispose: live bytes return to the baseline', async () => {
     const be = countingBackend();

@@ -8,11 +8,11 @@
 // each model (test/nn/*.test.ts, test/webgpu/models.test.ts) check them against PyTorch.
 
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { buildNetwork, type ModelKind } from '../../src/diffpure/models.js';
 import * as T from '../../src/index.js';
 import { manualSeed } from '../../src/nn/init.js';
-import { countingBackend } from '../sde/helpers.js';
+import { countingBackend, onCountingBackend } from '../sde/helpers.js';
 import { ADM, DDPMPP } from './fixture-helpers.js';
 
 const configOf = (dir: string, key: string) => JSON.parse(readFileSync(`${dir}/meta.json`, 'utf8'))[key];
@@ -24,15 +24,7 @@ const CASES: { kind: ModelKind; config: () => unknown; t?: number }[] = [
 ];
 
 describe('no-grad forward memory (counting cpu backend)', () => {
-  let previous: string;
-  beforeAll(async () => {
-    previous = T.getBackend().name;
-    countingBackend();
-    await T.setBackend('cpu-counting');
-  });
-  afterAll(async () => {
-    await T.setBackend(previous);
-  });
+  onCountingBackend();
 
   for (const c of CASES) {
     test(`${c.kind}: no-grad peak well below the gradient peak, nothing left over`, async () => {

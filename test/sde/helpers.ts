@@ -3,6 +3,7 @@
 // sdeintAdjoint on any backend, and a cpu backend that counts live bytes.
 
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { type AdjointTraceEvent, sdeintAdjoint } from '../../src/adjoint/index.js';
 import * as T from '../../src/index.js';
 import { readNpy } from '../../src/nn/io/npy.js';
@@ -175,6 +176,22 @@ export class CountingBackend implements Backend {
     return this.own(this.inner.run(prim, inputs, attrs, outShape, outDtype));
   }
   flush(): void {}
+}
+
+/**
+ * Inside a describe block: every test runs on the counting backend, and the previous default backend is restored
+ * after the block.
+ */
+export function onCountingBackend(): void {
+  let previous: string;
+  beforeAll(async () => {
+    previous = T.getBackend().name;
+    countingBackend();
+    await T.setBackend('cpu-counting');
+  });
+  afterAll(async () => {
+    await T.setBackend(previous);
+  });
 }
 
 let counting: CountingBackend | null = null;
