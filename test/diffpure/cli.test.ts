@@ -106,7 +106,7 @@ describe('diffpure forward reproduces the fixtures', () => {
     const said = () => String(err.mock.calls.at(-1)?.[0]);
     try {
       expect(await main(['forward', '--model', 'vgg'])).toBe(1);
-      expect(said()).toMatch(/--model must be one of ddpmpp, adm, wrn, resnet, vit, got 'vgg'/);
+      expect(said()).toMatch(/--model must be one of ddpmpp, adm, ddpm, wrn, resnet, vit, attribute, got 'vgg'/);
       expect(await main(['forward', '--model', 'wrn', '--x', 'x.npy'])).toBe(1);
       expect(said()).toMatch(/^diffpure forward: /);
       expect(await main(['convert', 'only-one.pth', '--model', 'wrn'])).toBe(1);
