@@ -1,9 +1,11 @@
 // `diffpure train classifier`: options, progress on stderr (a bar with loss and ETA on a TTY, a line every 10 steps
 // otherwise), and the run folder described in train/classifier.ts.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Tensor } from '../tensor/index.js';
 import { loadMnistLike } from './data/idx.js';
+import { loadNetwork } from './models.js';
 import {
   accuracy,
   CLASSIFIER_DEFAULTS,
@@ -13,6 +15,7 @@ import {
   trainClassifier,
 } from './train/classifier.js';
 import { writeShipped } from './train/manifest.js';
+import { purifiedAccuracy } from './train/purified-accuracy.js';
 import { loadScoreRun, SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 import { exportScoreRun } from './train/score-export.js';
 
@@ -165,8 +168,91 @@ function evaluate(out: string, v: Values, dataDir: string): void {
   );
 }
 
-function runScore(v: Values): void {
+/** The first --eval-limit test images (1000 by default) purified at each --t-star, classified: into metrics.json. */
+async function evaluateScore(out: string, v: Values, dataDir: string): Promise<void> {
+  const limit = num(v, 'eval-limit', 1000, (x) => int(x) && x > 0, 'a positive integer');
+  const batch = num(v, 'eval-batch', 100, (x) => int(x) && x > 0, 'a positive integer');
+  const dt = num(v, 'dt', 0.01, (x) => x > 0 && x <= 0.1, 'in (0, 0.1]');
+  const seed = num(v, 'seed', 0, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)');
+  const tStars = String(v['t-star'] ?? '0.1,0.2,0.3,0.5')
+    .split(',')
+    .map((s) => {
+      const t = Number(s);
+      if (!(t > 0 && t <= 1) || Math.abs(t * 1000 - Math.round(t * 1000)) > 1e-9)
+        throw new Error(`--t-star: each t* must be a multiple of 0.001 in (0, 1], got '${s}'`);
+      return t;
+    });
+  const clsPath =
+    typeof v['classifier-weights'] === 'string' ? v['classifier-weights'] : 'weights/fmnist-classifier.safetensors';
+  if (!existsSync(clsPath))
+    throw new Error(
+      `--classifier-weights '${clsPath}' does not exist: give a shipped classifier (.safetensors beside its .config.json) or a 'diffpure train classifier' run folder`,
+    );
+  let classify: (x: Tensor) => Tensor;
+  let clsStep: number | null = null;
+  let dispose = () => {};
+  if (statSync(clsPath).isDirectory()) {
+    const r = loadClassifierRun(clsPath);
+    classify = (x) => r.net.forward(x);
+    clsStep = r.step;
+    dispose = () => r.net.dispose();
+  } else {
+    const cfgPath =
+      typeof v['classifier-config'] === 'string'
+        ? v['classifier-config']
+        : clsPath.replace(/\.safetensors$/, '.config.json');
+    if (!existsSync(cfgPath))
+      throw new Error(
+        `--classifier-config '${cfgPath}' does not exist: give the WideResNet config JSON the weights were shipped with`,
+      );
+    const net = await loadNetwork('wrn', JSON.parse(readFileSync(cfgPath, 'utf8')), clsPath);
+    classify = (x) => net.forward(x);
+    dispose = () => net.module.dispose();
+  }
+  const { net, step } = loadScoreRun(out, 'ema');
+  const test = loadMnistLike('test', dataDir, limit);
+  process.stderr.write(
+    `purifying the first ${test.labels.length} test images at t* ${tStars.join(', ')} (dt ${dt}, EMA weights of step ${step}), batches of ${batch}\n`,
+  );
+  try {
+    const r = purifiedAccuracy({
+      score: (x, l) => net.forward(x, l),
+      classify,
+      data: test,
+      tStars,
+      dt,
+      seed,
+      batch,
+      onBatch: (d) => process.stderr.write(`  t* ${d.tStar}: ${d.images}/${d.of} images, ${d.seconds.toFixed(0)} s\n`),
+    });
+    const metrics = {
+      step,
+      parameterSet: 'EMA',
+      classifier: clsPath,
+      ...(clsStep === null ? {} : { classifierStep: clsStep }),
+      testImages: r.images,
+      classifierAccuracy: r.bare,
+      purifiedAccuracy: r.purified,
+      dt,
+      seed,
+      seconds: r.seconds,
+    };
+    writeFileSync(join(out, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
+    if (v.json) console.log(JSON.stringify(metrics));
+    process.stderr.write(
+      `the classifier: ${(100 * r.bare).toFixed(2)}% on the clean images; purified: ${Object.entries(r.purified)
+        .map(([t, a]) => `t* ${t} ${(100 * a).toFixed(2)}%`)
+        .join(', ')} -> ${join(out, 'metrics.json')}\n`,
+    );
+  } finally {
+    net.dispose();
+    dispose();
+  }
+}
+
+async function runScore(v: Values): Promise<void> {
   const o = scoreOptions(v);
+  if (v.evaluate) return evaluateScore(o.out, v, o.dataDir);
   if (typeof v.ship === 'string') {
     const { net, step } = loadScoreRun(o.out, 'ema');
     const r = writeShipped(o.out, net, v.ship, step, {

@@ -172,6 +172,64 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
 
     await killAfterCheckpointThenResume(sargs, a, join(dir, 'sb'), 10);
   });
+
+  test('--evaluate: the classifier on purified test images at each t*, seeded, into metrics.json and the manifest', () => {
+    const a = join(dir, 'sa');
+    if (!existsSync(join(a, 'checkpoint.safetensors'))) {
+      const r = spawnSync(process.execPath, sargs(a), { encoding: 'utf8', timeout: 300_000 });
+      expect(r.status, r.stderr).toBe(0);
+    }
+    const clf = join(dir, 'eval-clf');
+    const c = spawnSync(process.execPath, [...args(clf), '--steps', '2', '--no-eval'], { encoding: 'utf8' });
+    expect(c.status, c.stderr).toBe(0);
+    const own = spawnSync(
+      process.execPath,
+      [bin, 'train', 'classifier', '--evaluate', '--out', clf, '--eval-limit', '6', '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(own.status, own.stderr).toBe(0);
+    const evalArgs = [
+      bin,
+      'train',
+      'score',
+      '--evaluate',
+      '--out',
+      a,
+      '--classifier-weights',
+      clf,
+      '--eval-limit',
+      '6',
+    ];
+    const run = () => {
+      const e = spawnSync(
+        process.execPath,
+        [...evalArgs, '--eval-batch', '4', '--t-star', '0.01,0.02', '--dt', '0.005', '--seed', '3'],
+        { encoding: 'utf8', timeout: 300_000 },
+      );
+      expect(e.status, e.stderr).toBe(0);
+      return JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8'));
+    };
+    const m = run();
+    expect(m).toMatchObject({ step: 10, parameterSet: 'EMA', testImages: 6, dt: 0.005, seed: 3, classifierStep: 2 });
+    // the bare column is the classifier's own test accuracy on the same images
+    expect(m.classifierAccuracy).toBe(JSON.parse(own.stdout).testAccuracy);
+    expect(Object.keys(m.purifiedAccuracy)).toEqual(['0.01', '0.02']);
+    for (const acc of Object.values(m.purifiedAccuracy) as number[]) expect(acc * 6).toBe(Math.round(acc * 6));
+    expect(run().purifiedAccuracy).toEqual(m.purifiedAccuracy); // reproducible from the seed
+    const shipped = join(dir, 'shipped-score.safetensors');
+    const sh = spawnSync(process.execPath, [bin, 'train', 'score', '--out', a, '--ship', shipped], {
+      encoding: 'utf8',
+    });
+    expect(sh.status, sh.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'shipped-score.json'), 'utf8'));
+    expect(manifest).toMatchObject({ kind: 'score', steps: 10, metrics: { purifiedAccuracy: m.purifiedAccuracy } });
+    const bad = spawnSync(process.execPath, [...evalArgs, '--t-star', '0.0005'], { encoding: 'utf8' });
+    expect(bad.stderr).toMatch(/--t-star: each t\* must be a multiple of 0.001 in \(0, 1\], got '0.0005'/);
+    const none = spawnSync(process.execPath, [...evalArgs, '--classifier-weights', join(dir, 'nope.safetensors')], {
+      encoding: 'utf8',
+    });
+    expect(none.stderr).toMatch(/--classifier-weights '.*nope.safetensors' does not exist/);
+  });
 });
 
 test('training seconds add up the segments of a resumed log', () => {

@@ -185,7 +185,7 @@ export function accuracy(net: WideResNet, d: LabelledImages, batch = 256): numbe
   return correct / n;
 }
 
-/** Loads a run folder's network from its checkpoint (weights and BatchNorm statistics). */
+/** Loads a run folder's network from its checkpoint (weights and BatchNorm statistics), in eval mode. */
 export function loadClassifierRun(out: string): { net: WideResNet; step: number; options: Record<string, unknown> } {
   const runPath = join(out, 'run.json');
   const ckptPath = join(out, 'checkpoint.safetensors');
@@ -198,6 +198,7 @@ export function loadClassifierRun(out: string): { net: WideResNet; step: number;
   const f = readSafetensors(ckptPath);
   const net = new WideResNet(options.model);
   net.loadStateDict(withPrefix(f.tensors, 'model'));
+  net.eval(); // the running statistics, not the batch's (a caller that trains switches back)
   return { net, step: Number(f.metadata.step), options };
 }
 
