@@ -77,6 +77,11 @@ export function classifierOptions(v: Values): TrainClassifierOptions {
     weightDecay: num(v, 'weight-decay', d.weightDecay, (x) => x >= 0, '>= 0'),
     warmup: num(v, 'warmup', d.warmup, (x) => int(x) && x >= 0, 'a non-negative integer'),
     augment: v['no-augment'] !== true,
+    // only when given: the run identity of a run started before these options existed stays the same
+    ...(v['noise-std'] === undefined
+      ? {}
+      : { noiseStd: num(v, 'noise-std', 0, (x) => x >= 0 && x <= 1, 'in [0, 1] (a std in [0, 1] pixel units)') }),
+    ...(typeof v.init === 'string' ? { init: v.init } : {}),
     model,
   };
 }

@@ -19,6 +19,7 @@ const dir = mkdtempSync(join(tmpdir(), 'train-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const cfg = join(dir, 'wrn.json');
 writeFileSync(cfg, JSON.stringify({ depth: 10, widen_factor: 1 }));
+writeFileSync(join(dir, 'other.json'), JSON.stringify({ depth: 10, widen_factor: 2 }));
 const bin = join(process.cwd(), 'bin', 'diffpure.mjs');
 const args = (out: string, extra: string[] = []) => [
   bin,
@@ -115,6 +116,27 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
 
     const b = join(dir, 'b');
     await killAfterCheckpointThenResume(args, a, b, 24);
+  });
+
+  test('--init a run --noise-std: a fine-tune from its weights on noisy images; kill -9 and resume: the same bytes', async () => {
+    const a = join(dir, 'a');
+    if (!existsSync(join(a, 'checkpoint.safetensors')))
+      expect(spawnSync(process.execPath, args(a, ['--no-eval']), { encoding: 'utf8' }).status).toBe(0);
+    const fine = (out: string, extra: string[] = []) =>
+      args(out, ['--init', a, '--noise-std', '0.1', '--steps', '8', '--no-eval', '--lr', '0.01', ...extra]);
+    const na = join(dir, 'noisy-a');
+    const r = spawnSync(process.execPath, fine(na), { encoding: 'utf8', timeout: 300_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(na, 'run.json'), 'utf8'))).toMatchObject({ noiseStd: 0.1, init: a });
+    // starting from a's weights, the first loss is far below a fresh network's (log(10) = 2.30)
+    const first = JSON.parse(readFileSync(join(na, 'log.jsonl'), 'utf8').split('\n')[0] as string);
+    const fresh = JSON.parse(readFileSync(join(a, 'log.jsonl'), 'utf8').split('\n')[0] as string);
+    expect(first.loss).toBeLessThan(fresh.loss);
+    await killAfterCheckpointThenResume(fine, na, join(dir, 'noisy-b'), 8);
+    const other = spawnSync(process.execPath, [...fine(join(dir, 'noisy-c')), '--config', join(dir, 'other.json')], {
+      encoding: 'utf8',
+    });
+    expect(other.stderr).toMatch(/--init .*: that run trained .*this one is/);
   });
 
   test('a resume with other options, and bad values, are refused by name', () => {

@@ -14,7 +14,7 @@ import { encodeTorchCheckpoint } from '../../nn/io/torch-write.js';
 import { WideResNet, type WideResNetOptions } from '../../nn/models/wrn.js';
 import { lrAt, SGD } from '../../nn/optim/index.js';
 import { argmax, dispose, fromArray, keep, onesLike, type Tensor, tidy } from '../../tensor/index.js';
-import { uniformAt } from '../../tensor/philox.js';
+import { normalAt, uniformAt } from '../../tensor/philox.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
 import { crossEntropy } from './losses.js';
 import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
@@ -30,6 +30,14 @@ export interface TrainClassifierOptions {
   seed: number;
   /** Random crop (zero padding 2) and horizontal flip. */
   augment: boolean;
+  /**
+   * Gaussian noise augmentation: each training image gets sigma n added, sigma ~ U(0, noiseStd) per image, n standard
+   * normal per pixel, nothing clamped (omitted or 0: none). Why: DiffPure's small Fashion-MNIST score model leaves
+   * residual noise and texture changes that a clean-trained WRN is brittle to (runs/README.md).
+   */
+  noiseStd?: number;
+  /** A classifier run folder whose checkpoint (weights and BatchNorm statistics) starts this run (a fine-tune). */
+  init?: string;
   /** Keep the first `limit` training images (a quick run). */
   limit?: number;
   dataDir: string;
@@ -59,8 +67,14 @@ export interface StepReport {
   seconds: number;
 }
 
-/** Gathers a batch, with a random 2-pixel-padded crop and a horizontal flip per image when augmenting. */
-function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number, augment: boolean) {
+/** Philox stream base of the noise augmentation's draws (stream NOISE_STREAM + step; crops use 1 + step). */
+const NOISE_STREAM = 2 ** 40;
+
+/**
+ * Gathers a batch, with a random 2-pixel-padded crop and a horizontal flip per image when augmenting, then Gaussian
+ * noise of a per-image std drawn in [0, noiseStd) when noiseStd > 0.
+ */
+function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number, augment: boolean, noiseStd = 0) {
   const [, c, h, w] = d.shape;
   const size = c * h * w;
   const x = new Float32Array(idx.length * size);
@@ -83,6 +97,13 @@ function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number,
       }
     }
   });
+  if (noiseStd > 0) {
+    for (let b = 0; b < idx.length; b++) {
+      const sigma = noiseStd * uniformAt(seed, NOISE_STREAM + step, b);
+      for (let i = 0; i < size; i++)
+        x[b * size + i] += sigma * normalAt(seed, NOISE_STREAM + step, idx.length + b * size + i);
+    }
+  }
   return { x: fromArray(x, [idx.length, c, h, w]), labels };
 }
 
@@ -110,6 +131,20 @@ export function trainClassifier(
   const opt = new SGD(params, { lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.momentum > 0 });
   const ckpt = openRun(o.out, identity, resume);
   const start = ckpt?.step ?? 0;
+  if (!ckpt && o.init) {
+    // a fine-tune starts from another run's weights and BatchNorm statistics, with fresh momentum
+    const from = loadClassifierRun(o.init);
+    if (JSON.stringify(from.options.model) !== JSON.stringify(o.model))
+      throw new Error(
+        `--init ${o.init}: that run trained ${JSON.stringify(from.options.model)}, this one is ${JSON.stringify(o.model)} (give the same --config)`,
+      );
+    const host = new Map<string, HostTensor>();
+    for (const [k, t] of from.net.stateDict())
+      host.set(k, { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) });
+    net.loadStateDict(host);
+    from.net.dispose();
+    net.train();
+  }
   if (ckpt) {
     // the cosine schedule spans --steps: a resume with another --steps would silently bend the lr curve
     const last = readFileSync(join(o.out, 'log.jsonl'), 'utf8').trim().split('\n').pop();
@@ -136,7 +171,7 @@ export function trainClassifier(
     seedTrainingStep(o.seed, step); // dropout masks: a function of (seed, step)
     const idx = batchIndices(data.labels.length, o.batch, o.seed, step);
     const loss = tidy(() => {
-      const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment);
+      const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment, o.noiseStd);
       for (const p of params) p.value.requiresGrad = true;
       const l = crossEntropy(net.forward(x), labels);
       const grads = backward(
