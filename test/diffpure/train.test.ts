@@ -128,6 +128,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const r = spawnSync(process.execPath, fine(na), { encoding: 'utf8', timeout: 300_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(na, 'run.json'), 'utf8'))).toMatchObject({ noiseStd: 0.1, init: a });
+    expect(JSON.parse(readFileSync(join(na, 'init.json'), 'utf8'))).toMatchObject({ from: a, step: 24 });
     // starting from a's weights, the first loss is far below a fresh network's (log(10) = 2.30)
     const first = JSON.parse(readFileSync(join(na, 'log.jsonl'), 'utf8').split('\n')[0] as string);
     const fresh = JSON.parse(readFileSync(join(a, 'log.jsonl'), 'utf8').split('\n')[0] as string);

@@ -5,6 +5,7 @@
 // The run folder is described in run-folder.ts; the checkpoint holds model.<key> (the state dict, PyTorch keys) and
 // momentum.<i>, the log step, loss, lr and seconds; metrics.json the test accuracy (train-command.ts).
 
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { backward, noGrad } from '../../autograd/index.js';
@@ -143,6 +144,10 @@ export function trainClassifier(
       host.set(k, { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) });
     net.loadStateDict(host);
     from.net.dispose();
+    // which checkpoint it was (the folder may train on): its step and the sha256 of its file
+    const file = readFileSync(join(o.init, 'checkpoint.safetensors'));
+    const sha256 = createHash('sha256').update(file).digest('hex');
+    writeFileSync(join(o.out, 'init.json'), `${JSON.stringify({ from: o.init, step: from.step, sha256 }, null, 2)}\n`);
     net.train();
   }
   if (ckpt) {
