@@ -1,6 +1,7 @@
 // `diffpure train classifier`: options, progress on stderr (a bar with loss and ETA on a TTY, a line every 10 steps
 // otherwise), and the run folder described in train/classifier.ts.
 
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../tensor/index.js';
@@ -230,20 +231,30 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
       batch,
       onBatch: (d) => process.stderr.write(`  t* ${d.tStar}: ${d.images}/${d.of} images, ${d.seconds.toFixed(0)} s\n`),
     });
-    const metrics = {
-      step,
-      parameterSet: 'EMA',
+    const clsFile = statSync(clsPath).isDirectory() ? join(clsPath, 'checkpoint.safetensors') : clsPath;
+    const evaluation = {
       classifier: clsPath,
       ...(clsStep === null ? {} : { classifierStep: clsStep }),
+      classifierSha256: createHash('sha256').update(readFileSync(clsFile)).digest('hex'),
       testImages: r.images,
-      classifierAccuracy: r.bare,
-      purifiedAccuracy: r.purified,
       dt,
       seed,
+      classifierAccuracy: r.bare,
+      purifiedAccuracy: r.purified,
       seconds: r.seconds,
     };
-    writeFileSync(join(out, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
-    if (v.json) console.log(JSON.stringify(metrics));
+    // one entry per (classifier, images, dt, seed) for this checkpoint: a rerun replaces its own, others stay
+    const path = join(out, 'metrics.json');
+    const old = existsSync(path)
+      ? (JSON.parse(readFileSync(path, 'utf8')) as { step?: number; evaluations?: unknown[] })
+      : {};
+    const key = (e: Partial<typeof evaluation>) =>
+      JSON.stringify([e.classifierSha256, e.testImages, e.dt, e.seed, Object.keys(e.purifiedAccuracy ?? {})]);
+    const kept = old.step === step && Array.isArray(old.evaluations) ? old.evaluations : [];
+    const evaluations = [...kept.filter((e) => key(e as typeof evaluation) !== key(evaluation)), evaluation];
+    const metrics = { step, parameterSet: 'EMA', evaluations };
+    writeFileSync(path, `${JSON.stringify(metrics, null, 2)}\n`);
+    if (v.json) console.log(JSON.stringify({ step, ...evaluation }));
     process.stderr.write(
       `the classifier: ${(100 * r.bare).toFixed(2)}% on the clean images; purified: ${Object.entries(r.purified)
         .map(([t, a]) => `t* ${t} ${(100 * a).toFixed(2)}%`)
