@@ -133,6 +133,19 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
     const first = JSON.parse(readFileSync(join(na, 'log.jsonl'), 'utf8').split('\n')[0] as string);
     const fresh = JSON.parse(readFileSync(join(a, 'log.jsonl'), 'utf8').split('\n')[0] as string);
     expect(first.loss).toBeLessThan(fresh.loss);
+    // shipped, its manifest names the starting checkpoint and counts that run's seconds in
+    const sh = spawnSync(
+      process.execPath,
+      [bin, 'train', 'classifier', '--out', na, '--ship', join(dir, 'noisy.safetensors')],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(sh.status, sh.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'noisy.json'), 'utf8'));
+    expect(manifest).toMatchObject({ steps: 8, init: { from: a, step: 24 } });
+    expect(manifest.init.trainingSeconds).toBeGreaterThan(0);
+    expect(manifest.trainingSeconds).toBeGreaterThanOrEqual(manifest.init.trainingSeconds);
     await killAfterCheckpointThenResume(fine, na, join(dir, 'noisy-b'), 8);
     const other = spawnSync(process.execPath, [...fine(join(dir, 'noisy-c')), '--config', join(dir, 'other.json')], {
       encoding: 'utf8',

@@ -28,7 +28,7 @@ export interface GridOptions {
   /** the attack radius, for the perturbation column */
   eps: number;
   norm: 'Linf' | 'L2';
-  /** one line at the top, e.g. "fmnist-quick · APGD-CE Linf eps 0.1 · t* 0.3 · seed 0" */
+  /** one line at the top, e.g. "fmnist-quick · APGD-CE Linf eps 0.1 · t* 0.1 · seed 0" */
   title?: string;
   /** pixel upscaling (default: so that an image is at least ~84 px wide) */
   scale?: number;

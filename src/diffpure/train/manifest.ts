@@ -20,6 +20,13 @@ export function trainingSeconds(log: readonly { seconds: number }[]): number {
   return total + prev;
 }
 
+function readLog(path: string): { step: number; loss: number; seconds: number }[] {
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number });
+}
+
 /** Writes `net`'s state dict to `weightsPath` (safetensors) and `<weightsPath minus .safetensors>.json`. */
 export function writeShipped(
   runDir: string,
@@ -34,19 +41,24 @@ export function writeShipped(
   writeSafetensors(weightsPath, sd, { format: 'pt', source: 'diffpure-ts train' });
   const sha256 = createHash('sha256').update(readFileSync(weightsPath)).digest('hex');
   // the log may run past the checkpoint (a run stopped between checkpoints): count only the steps the weights hold
-  const log = readFileSync(join(runDir, 'log.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number })
-    .filter((r) => r.step <= step);
+  const log = readLog(join(runDir, 'log.jsonl')).filter((r) => r.step <= step);
   const metricsPath = join(runDir, 'metrics.json');
+  // a fine-tune (--init) names the checkpoint it started from and that run's training seconds up to it
+  const initPath = join(runDir, 'init.json');
+  const init = existsSync(initPath)
+    ? (JSON.parse(readFileSync(initPath, 'utf8')) as { from: string; step: number; sha256: string })
+    : null;
+  const initSeconds = init
+    ? Math.round(trainingSeconds(readLog(join(init.from, 'log.jsonl')).filter((r) => r.step <= init.step)))
+    : 0;
   const manifest = {
     weights: weightsPath.split('/').pop(),
     sha256,
     parameters: [...sd.values()].reduce((a, t) => a + t.data.length, 0),
     run: JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')),
     steps: step,
-    trainingSeconds: Math.round(trainingSeconds(log)),
+    trainingSeconds: Math.round(trainingSeconds(log)) + initSeconds,
+    ...(init ? { init: { ...init, trainingSeconds: initSeconds } } : {}),
     lastLosses: log.slice(-10).map((r) => r.loss),
     metrics: existsSync(metricsPath) ? JSON.parse(readFileSync(metricsPath, 'utf8')) : null,
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version },
