@@ -213,9 +213,9 @@ const commands: Record<string, Command> = {
   },
   train: {
     summary:
-      'train with this framework, resumably: classifier (RobustBench WideResNet on Fashion-MNIST) or score (score_sde NCSN++, its DSM loss and EMA)',
+      'train with this framework, resumably: classifier (RobustBench WideResNet on Fashion-MNIST) or score (score_sde NCSN++, its DSM loss and EMA); purified makes a purified training set to fine-tune a classifier on',
     usage:
-      "diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--noise-std 0.1] [--init RUN_DIR] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json); diffpure train classifier --export model.pt --out DIR (RobustBench state_dict layout, torch.save format); diffpure train classifier --ship weights/x.safetensors --out DIR (weights and a manifest x.json); diffpure train score [--config score_sde.json] [--steps] [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed] [--limit] [--out runs/score] [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]; diffpure train score --export checkpoint.pth --out DIR (score_sde_pytorch's save_checkpoint layout: optimizer, model, ema, step); diffpure train score --evaluate --out DIR [--classifier-weights weights/fmnist-classifier.safetensors] [--classifier-config P] [--t-star 0.1,0.2,0.3,0.5] [--dt 0.01] [--eval-limit 1000] [--eval-batch 100] [--seed 0] (clean accuracy of the classifier on the first test images purified at each t*, EMA weights, into DIR/metrics.json); diffpure train score --ship weights/x.safetensors --out DIR (EMA weights and a manifest)",
+      "diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--noise-std 0.1] [--init RUN_DIR] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json); diffpure train classifier --export model.pt --out DIR (RobustBench state_dict layout, torch.save format); diffpure train classifier --ship weights/x.safetensors --out DIR (weights and a manifest x.json); diffpure train score [--config score_sde.json] [--steps] [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed] [--limit] [--out runs/score] [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]; diffpure train score --export checkpoint.pth --out DIR (score_sde_pytorch's save_checkpoint layout: optimizer, model, ema, step); diffpure train score --evaluate --out DIR [--classifier-weights weights/fmnist-classifier.safetensors] [--classifier-config P] [--t-star 0.1,0.2,0.3,0.5] [--dt 0.01] [--eval-limit 1000] [--eval-batch 100] [--seed 0] (clean accuracy of the classifier on the first test images purified at each t*, EMA weights, into DIR/metrics.json); diffpure train score --ship weights/x.safetensors --out DIR (EMA weights and a manifest); diffpure train purified [--out runs/purified] [--score-weights weights/fmnist-score.safetensors] [--score-config P] [--t-star 0.1] [--dt 0.005] [--count 4000] [--batch 100] [--seed 0] (training images purified by DiffPure, one .npy per batch; rerun to continue); then diffpure train classifier --purified DIR [--purified-fraction 0.5] (that share of each batch drawn from the purified set)",
     options: {
       data: { type: 'string' },
       'data-dir': { type: 'string' },
@@ -245,6 +245,11 @@ const commands: Record<string, Command> = {
       init: { type: 'string' },
       'classifier-weights': { type: 'string' },
       'classifier-config': { type: 'string' },
+      'score-weights': { type: 'string' },
+      'score-config': { type: 'string' },
+      count: { type: 'string' },
+      purified: { type: 'string' },
+      'purified-fraction': { type: 'string' },
       't-star': { type: 'string' },
       dt: { type: 'string' },
       json: { type: 'boolean' },

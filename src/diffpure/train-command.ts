@@ -17,6 +17,7 @@ import {
 } from './train/classifier.js';
 import { writeShipped } from './train/manifest.js';
 import { purifiedAccuracy } from './train/purified-accuracy.js';
+import { buildPurifiedSet, MAX_PURIFIED_SEED, type PurifiedSetOptions } from './train/purified-set.js';
 import { loadScoreRun, SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 import { exportScoreRun } from './train/score-export.js';
 
@@ -83,7 +84,27 @@ export function classifierOptions(v: Values): TrainClassifierOptions {
       ? {}
       : { noiseStd: num(v, 'noise-std', 0, (x) => x >= 0 && x <= 1, 'in [0, 1] (a std in [0, 1] pixel units)') }),
     ...(typeof v.init === 'string' ? { init: v.init } : {}),
+    ...purifiedOptions(v),
     model,
+  };
+}
+
+function purifiedOptions(v: Values): { purified?: string; purifiedFraction?: number } {
+  if (v.purified === undefined) {
+    if (v['purified-fraction'] !== undefined)
+      throw new Error(
+        '--purified-fraction needs --purified DIR (a purified training set from diffpure train purified)',
+      );
+    return {};
+  }
+  const dir = String(v.purified);
+  if (!existsSync(join(dir, 'run.json')))
+    throw new Error(
+      `--purified '${dir}': no run.json there; make the set first with 'diffpure train purified --out ${dir}'`,
+    );
+  return {
+    purified: dir,
+    purifiedFraction: num(v, 'purified-fraction', 0.5, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
   };
 }
 
@@ -111,7 +132,8 @@ export function scoreOptions(v: Values): TrainScoreOptions {
 
 export async function runTrain(v: Values, what: string): Promise<void> {
   if (what === 'score') return runScore(v);
-  if (what !== 'classifier') throw new Error(`unknown target '${what}': train 'classifier' or 'score'`);
+  if (what === 'purified') return runPurified(v);
+  if (what !== 'classifier') throw new Error(`unknown target '${what}': train 'classifier', 'score' or 'purified'`);
   const o = classifierOptions(v);
   if (v.evaluate) {
     evaluate(o.out, v, o.dataDir);
@@ -304,4 +326,55 @@ async function runScore(v: Values): Promise<void> {
     if (process.stderr.isTTY) process.stderr.write(`\r${line}   ${r.step === r.steps ? '\n' : ''}`);
     else if (r.step % 10 === 0 || r.step === r.steps) process.stderr.write(`${line}\n`);
   });
+}
+
+/** `diffpure train purified`: training images purified by a shipped score model, batch by batch, continuable. */
+async function runPurified(v: Values): Promise<void> {
+  const out = typeof v.out === 'string' ? v.out : 'runs/purified';
+  const dataDir = typeof v['data-dir'] === 'string' ? v['data-dir'] : CLASSIFIER_DEFAULTS.dataDir;
+  const scoreWeights = typeof v['score-weights'] === 'string' ? v['score-weights'] : 'weights/fmnist-score.safetensors';
+  const scoreConfig =
+    typeof v['score-config'] === 'string' ? v['score-config'] : scoreWeights.replace(/\.safetensors$/, '.config.json');
+  for (const [flag, p] of [
+    ['--score-weights', scoreWeights],
+    ['--score-config', scoreConfig],
+  ] as const)
+    if (!existsSync(p))
+      throw new Error(
+        `${flag} '${p}' does not exist: give a shipped score model (.safetensors beside its .config.json)`,
+      );
+  const tStar = num(v, 't-star', 0.1, (x) => x > 0 && x <= 1, 'in (0, 1]');
+  const o: PurifiedSetOptions = {
+    scoreWeights,
+    scoreConfig,
+    tStar,
+    dt: num(v, 'dt', 0.005, (x) => x > 0 && x <= tStar, `in (0, t* = ${tStar}]`),
+    count: num(v, 'count', 4000, (x) => int(x) && x > 0, 'a positive integer'),
+    batch: num(v, 'batch', 100, (x) => int(x) && x > 0, 'a positive integer'),
+    seed: num(
+      v,
+      'seed',
+      0,
+      (x) => int(x) && x >= 0 && x < MAX_PURIFIED_SEED,
+      `an integer in [0, ${MAX_PURIFIED_SEED})`,
+    ),
+  };
+  const train = loadMnistLike('train', dataDir);
+  const net = await loadNetwork('ddpmpp', readJson(scoreConfig), scoreWeights);
+  process.stderr.write(
+    `purifying ${o.count} training images (NumPy permutation, seed ${o.seed}) at t* ${o.tStar}, dt ${o.dt}, ` +
+      `batches of ${o.batch} -> ${out}\n`,
+  );
+  try {
+    const written = buildPurifiedSet(
+      out,
+      o,
+      train,
+      (x, t) => net.forward(x, t),
+      (r) => process.stderr.write(`  ${r.images}/${r.of} images, ${r.seconds.toFixed(0)} s\n`),
+    );
+    process.stderr.write(`${written} batches purified now; ${out} is complete\n`);
+  } finally {
+    net.module.dispose();
+  }
 }

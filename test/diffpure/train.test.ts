@@ -67,6 +67,18 @@ async function killAfterCheckpointThenResume(
   expect(readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n')).toHaveLength(steps);
 }
 
+/** A CLI run without blocking the test worker (a long spawnSync starves vitest's 60 s RPC to the main process). */
+function runCli(argv: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('exit', (status) => res({ status, stderr }));
+  });
+}
+
 test('run options compare by value, not by the order their keys were parsed in', () => {
   // a run.json written before the option parser was reordered must still resume (runs/fmnist-wrn-16-2 is one)
   const saved = { batch: 128, lr: 0.1, seed: 0, model: { depth: 16, in_channels: 1 } };
@@ -151,6 +163,37 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train classifier', () 
       encoding: 'utf8',
     });
     expect(other.stderr).toMatch(/--init .*: that run trained .*this one is/);
+  });
+
+  test('train purified, then --purified: a fine-tune on purified images; kill -9 and resume: the same bytes', async () => {
+    const a = join(dir, 'a');
+    if (!existsSync(join(a, 'checkpoint.safetensors'))) expect((await runCli(args(a, ['--no-eval']))).status).toBe(0);
+    // 4 training images purified by the shipped score model (weights/), 2 per batch
+    const set = join(dir, 'purified');
+    const p = await runCli([bin, 'train', 'purified', '--out', set, '--count', '4', '--batch', '2']);
+    expect(p.status, p.stderr).toBe(0);
+    expect(p.stderr).toMatch(/purifying 4 training images .* at t\* 0\.1, dt 0\.005, batches of 2/);
+    expect(existsSync(join(set, 'batch-00001.npy'))).toBe(true);
+    const fine = (out: string, extra: string[] = []) =>
+      args(out, ['--init', a, '--purified', set, '--steps', '8', '--no-eval', '--lr', '0.01', ...extra]);
+    const pa = join(dir, 'pur-a');
+    const r = await runCli(fine(pa));
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(pa, 'run.json'), 'utf8'))).toMatchObject({
+      purified: set,
+      purifiedFraction: 0.5,
+    });
+    const sh = await runCli([bin, 'train', 'classifier', '--out', pa, '--ship', join(dir, 'pur.safetensors')]);
+    expect(sh.status, sh.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'pur.json'), 'utf8'));
+    expect(manifest.purifiedSet).toMatchObject({ from: set, count: 4, tStar: 0.1, dt: 0.005 });
+    expect(manifest.purifiedSet.seconds).toBeGreaterThan(0);
+    await killAfterCheckpointThenResume(fine, pa, join(dir, 'pur-b'), 8);
+    // without the set's run.json, or a fraction without a set: named
+    const none = await runCli(args(join(dir, 'pur-c'), ['--purified', join(dir, 'nowhere')]));
+    expect(none.stderr).toMatch(/--purified '.*nowhere': no run\.json there; make the set first/);
+    const frac = await runCli(args(join(dir, 'pur-d'), ['--purified-fraction', '0.3']));
+    expect(frac.stderr).toMatch(/--purified-fraction needs --purified DIR/);
   });
 
   test('a resume with other options, and bad values, are refused by name', () => {

@@ -18,6 +18,7 @@ import { argmax, dispose, fromArray, keep, onesLike, type Tensor, tidy } from '.
 import { normalAt, uniformAt } from '../../tensor/philox.js';
 import { FASHION_MNIST_DIR, type LabelledImages, loadMnistLike } from '../data/idx.js';
 import { crossEntropy } from './losses.js';
+import { loadPurifiedSet } from './purified-set.js';
 import { appendLog, batchIndices, openRun, saveCheckpoint, withPrefix } from './run-folder.js';
 
 export interface TrainClassifierOptions {
@@ -39,6 +40,12 @@ export interface TrainClassifierOptions {
   noiseStd?: number;
   /** A classifier run folder whose checkpoint (weights and BatchNorm statistics) starts this run (a fine-tune). */
   init?: string;
+  /**
+   * A purified training set ('diffpure train purified', purified-set.ts): each batch slot is, with probability
+   * `purifiedFraction`, an image drawn from it instead of the clean one (then augmented the same way).
+   */
+  purified?: string;
+  purifiedFraction?: number;
   /** Keep the first `limit` training images (a quick run). */
   limit?: number;
   dataDir: string;
@@ -70,6 +77,20 @@ export interface StepReport {
 
 /** Philox stream base of the noise augmentation's draws (stream NOISE_STREAM + step; crops use 1 + step). */
 const NOISE_STREAM = 2 ** 40;
+/** Philox stream base of the purified-set draws (which slots, which purified image). */
+const MIX_STREAM = 2 ** 41;
+
+/**
+ * The batch's sources: the clean epoch order, with each slot swapped, with probability `fraction`, for purified image
+ * j (index n + j of the joined images) drawn uniformly; draws keyed by (seed, step, slot).
+ */
+export function mixedIndices(idx: number[], n: number, count: number, fraction: number, seed: number, step: number) {
+  return idx.map((src, b) =>
+    uniformAt(seed, MIX_STREAM + step, b) < fraction
+      ? n + Math.min(count - 1, Math.floor(uniformAt(seed, MIX_STREAM + step, idx.length + b) * count))
+      : src,
+  );
+}
 
 /**
  * Gathers a batch, with a random 2-pixel-padded crop and a horizontal flip per image when augmenting, then Gaussian
@@ -108,6 +129,16 @@ function makeBatch(d: LabelledImages, idx: number[], seed: number, step: number,
   return { x: fromArray(x, [idx.length, c, h, w]), labels };
 }
 
+function joinImages(a: LabelledImages, b: LabelledImages): LabelledImages {
+  const images = new Float32Array(a.images.length + b.images.length);
+  images.set(a.images);
+  images.set(b.images, a.images.length);
+  const labels = new Uint8Array(a.labels.length + b.labels.length);
+  labels.set(a.labels);
+  labels.set(b.labels, a.labels.length);
+  return { images, labels, shape: [a.shape[0] + b.shape[0], a.shape[1], a.shape[2], a.shape[3]] };
+}
+
 function checkpointTensors(net: WideResNet, opt: SGD): Map<string, Tensor> {
   const m = new Map<string, Tensor>();
   for (const [k, t] of net.stateDict()) m.set(`model.${k}`, t);
@@ -123,7 +154,11 @@ export function trainClassifier(
   resume: boolean,
   report: (r: StepReport) => void = () => {},
 ): WideResNet {
-  const data = loadMnistLike('train', o.dataDir, o.limit);
+  const clean = loadMnistLike('train', o.dataDir, o.limit);
+  // with a purified set, its images follow the clean ones in one array (index n + j)
+  const extra = o.purified ? loadPurifiedSet(o.purified, o.limit ? loadMnistLike('train', o.dataDir) : clean) : null;
+  const data = extra ? joinImages(clean, extra) : clean;
+  const n = clean.labels.length;
   const { steps: _s, out: _o, ...identity } = o; // what must match to resume (the step target and folder may change)
   manualSeed(o.seed);
   const net = new WideResNet(o.model);
@@ -174,7 +209,8 @@ export function trainClassifier(
   for (let step = start; step < o.steps; step++) {
     opt.lr = lrAt(o.lr, step, { kind: 'cosine', total: o.steps - o.warmup, warmup: o.warmup });
     seedTrainingStep(o.seed, step); // dropout masks: a function of (seed, step)
-    const idx = batchIndices(data.labels.length, o.batch, o.seed, step);
+    const order = batchIndices(n, o.batch, o.seed, step);
+    const idx = extra ? mixedIndices(order, n, extra.labels.length, o.purifiedFraction ?? 0.5, o.seed, step) : order;
     const loss = tidy(() => {
       const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment, o.noiseStd);
       for (const p of params) p.value.requiresGrad = true;

@@ -8,6 +8,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { type HostTensor, writeSafetensors } from '../../nn/io/index.js';
 import type { Module } from '../../nn/module.js';
+import { purifiedSetSeconds } from './purified-set.js';
 
 /** Training seconds in a log whose `seconds` restart at every resume: the sum of each segment's last value. */
 export function trainingSeconds(log: readonly { seconds: number }[]): number {
@@ -51,14 +52,25 @@ export function writeShipped(
   const initSeconds = init
     ? Math.round(trainingSeconds(readLog(join(init.from, 'log.jsonl')).filter((r) => r.step <= init.step)))
     : 0;
+  // a classifier fine-tuned on a purified training set names it and the seconds its purification took
+  const runJson = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as { purified?: string };
+  const purifiedSet =
+    typeof runJson.purified === 'string'
+      ? {
+          from: runJson.purified,
+          ...JSON.parse(readFileSync(join(runJson.purified, 'run.json'), 'utf8')),
+          seconds: Math.round(purifiedSetSeconds(runJson.purified)),
+        }
+      : null;
   const manifest = {
     weights: weightsPath.split('/').pop(),
     sha256,
     parameters: [...sd.values()].reduce((a, t) => a + t.data.length, 0),
-    run: JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')),
+    run: runJson,
     steps: step,
     trainingSeconds: Math.round(trainingSeconds(log)) + initSeconds,
     ...(init ? { init: { ...init, trainingSeconds: initSeconds } } : {}),
+    ...(purifiedSet ? { purifiedSet } : {}),
     lastLosses: log.slice(-10).map((r) => r.loss),
     metrics: existsSync(metricsPath) ? JSON.parse(readFileSync(metricsPath, 'utf8')) : null,
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version },
