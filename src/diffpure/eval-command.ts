@@ -2,7 +2,8 @@
 // shard of many, with per-sample records that resume after a kill, a Markdown table and results.json, and a
 // PNG of what the attack and the purification did; `merge` joins the shards' records into the same table.
 
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { readNpy } from '../nn/io/index.js';
 import { initBackend, reshape } from '../tensor/index.js';
@@ -159,6 +160,16 @@ async function writeGrid(
   return file;
 }
 
+/** sha256 of the classifier's weights file, and of the purifier's when a DiffPure attack loads it. */
+function weightsSha256(p: Protocol): Record<string, string> {
+  const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+  const needsPurifier = p.attacks.some((s) => attackTargets(s).includes('diffpure'));
+  return {
+    classifier: sha(p.classifier.weights),
+    ...(needsPurifier ? { purifier: sha(p.purifier.weights) } : {}),
+  };
+}
+
 export async function runEvalCommand(a: EvalArgs): Promise<void> {
   const p = applyOverrides(loadProtocol(a.protocol), a);
   const shard: Shard = a.shard ? parseShard(a.shard) : (shardFromEnv() ?? WHOLE);
@@ -166,10 +177,10 @@ export async function runEvalCommand(a: EvalArgs): Promise<void> {
   const loaded = loadEvalData(p);
   const data = firstImages(loaded, a.images);
   const n = data.labels.length;
-  const identity: RunIdentity = { protocol: p, images: n, backend: a.backend };
   // the models first: a missing checkpoint should leave no records folder behind
   await initBackend(a.backend);
   const models = await loadEvalModels(p, a.backend);
+  const identity: RunIdentity = { protocol: p, images: n, backend: a.backend, weights: weightsSha256(p) };
   mkdirSync(out, { recursive: true });
   if (a.fresh) rmSync(join(out, recordsFileName(shard)), { force: true });
   const records = RecordsFile.open(out, identity, shard);

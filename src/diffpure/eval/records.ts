@@ -27,6 +27,11 @@ export interface RunIdentity {
   /** Images in the sample list. */
   images: number;
   backend: string;
+  /**
+   * sha256 of the weights files the run loaded ({classifier, purifier?}): the protocol names files by path, and a
+   * retrained model shipped under the same path must not resume into (or merge with) the old model's records.
+   */
+  weights?: Record<string, string>;
 }
 
 export interface HeaderRecord extends RunIdentity {
@@ -149,8 +154,8 @@ export function differingPaths(a: unknown, b: unknown, path = ''): string[] {
 /** Why two identities differ (the differing fields), or null when records of one may join the other's. */
 export function identityMismatch(a: RunIdentity, b: RunIdentity): string[] | null {
   const d = differingPaths(
-    { protocol: a.protocol, images: a.images, backend: a.backend },
-    { protocol: b.protocol, images: b.images, backend: b.backend },
+    { protocol: a.protocol, images: a.images, backend: a.backend, weights: a.weights ?? null },
+    { protocol: b.protocol, images: b.images, backend: b.backend, weights: b.weights ?? null },
   );
   return d.length ? d : null;
 }

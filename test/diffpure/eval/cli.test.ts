@@ -4,6 +4,7 @@
 // bad input is named.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { FASHION_MNIST_DIR } from '../../../src/diffpure/data/idx.js';
 import { buildNetwork } from '../../../src/diffpure/models.js';
-import { type HostTensor, writeSafetensors } from '../../../src/nn/io/index.js';
+import { type HostTensor, readSafetensors, writeSafetensors } from '../../../src/nn/io/index.js';
 import { initBackend } from '../../../src/tensor/index.js';
 import { TINY_SCORE } from '../tiny-score.js';
 
@@ -160,5 +161,17 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure eval', () => {
     expect(m.stderr).toMatch(new RegExp(`-> ${join(a, 'results.md')}`));
     expect(e(['eval', '--print', 'fmnist-quick']).stdout).toMatch(/"name": "fmnist-quick"/);
     expect(e(['eval', '--list']).stdout).toMatch(/fmnist-quick \(default\)/);
+    // the header names the weights by sha256: a model re-shipped under the same path does not resume old records
+    const header = JSON.parse(readFileSync(join(a, 'records.jsonl'), 'utf8').split('\n')[0] as string);
+    const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+    expect(header.weights).toEqual({
+      classifier: sha(join(dir, 'cls.safetensors')),
+      purifier: sha(join(dir, 'score.safetensors')),
+    });
+    const sd = readSafetensors(join(dir, 'cls.safetensors')).tensors;
+    writeSafetensors(join(dir, 'cls.safetensors'), sd, { format: 'pt', note: 'another file, the same shapes' });
+    expect(e(['eval', '--protocol', protocolPath, '--out', a]).stderr).toMatch(
+      /another run \(differing: weights\.classifier\).*--fresh/,
+    );
   }, 120_000);
 });
