@@ -8,7 +8,6 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { type HostTensor, writeSafetensors } from '../../nn/io/index.js';
 import type { Module } from '../../nn/module.js';
-import { purifiedSetSeconds } from './purified-set.js';
 
 /** Training seconds in a log whose `seconds` restart at every resume: the sum of each segment's last value. */
 export function trainingSeconds(log: readonly { seconds: number }[]): number {
@@ -59,7 +58,8 @@ export function writeShipped(
       ? {
           from: runJson.purified,
           ...JSON.parse(readFileSync(join(runJson.purified, 'run.json'), 'utf8')),
-          seconds: Math.round(purifiedSetSeconds(runJson.purified)),
+          // its log.jsonl holds {batch, images, seconds} per batch, restarting at each process like a training log
+          seconds: Math.round(trainingSeconds(readLog(join(runJson.purified, 'log.jsonl')))),
         }
       : null;
   const manifest = {

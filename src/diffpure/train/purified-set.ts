@@ -157,17 +157,3 @@ export function loadPurifiedSet(
   const labels = Uint8Array.from(indices, (i) => train.labels[i] as number);
   return { images, shape: [o.count, c, h, w], labels, options: o, indices };
 }
-
-/** Seconds spent purifying the set, over all the processes that wrote it (from log.jsonl). */
-export function purifiedSetSeconds(out: string): number {
-  const path = join(out, 'log.jsonl');
-  if (!existsSync(path)) return 0;
-  let total = 0;
-  let prev = 0;
-  for (const l of readFileSync(path, 'utf8').split('\n').filter(Boolean)) {
-    const s = (JSON.parse(l) as { seconds: number }).seconds;
-    if (s < prev) total += prev; // another process started here
-    prev = s;
-  }
-  return total + prev;
-}
