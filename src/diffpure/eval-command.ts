@@ -12,7 +12,15 @@ import { KeyedRandom } from './attacks/random.js';
 import { type GridSample, writeEvalGrid } from './eval/grid.js';
 import { loadEvalData, loadEvalModels } from './eval/load.js';
 import { progressReporter } from './eval/progress.js';
-import { attackTargets, checkProtocol, DEFAULT_PRESET, loadProtocol, PRESETS, type Protocol } from './eval/protocol.js';
+import {
+  attackTargets,
+  checkProtocol,
+  DEFAULT_PRESET,
+  loadProtocol,
+  needsPurifier,
+  PRESETS,
+  type Protocol,
+} from './eval/protocol.js';
 import {
   identityMismatch,
   type RecordsContents,
@@ -163,10 +171,9 @@ async function writeGrid(
 /** sha256 of the classifier's weights file, and of the purifier's when a DiffPure attack loads it. */
 function weightsSha256(p: Protocol): Record<string, string> {
   const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
-  const needsPurifier = p.attacks.some((s) => attackTargets(s).includes('diffpure'));
   return {
     classifier: sha(p.classifier.weights),
-    ...(needsPurifier ? { purifier: sha(p.purifier.weights) } : {}),
+    ...(needsPurifier(p) ? { purifier: sha(p.purifier.weights) } : {}),
   };
 }
 

@@ -16,7 +16,7 @@ import { listImageFolder, readImageFolder } from '../data/image-folder.js';
 import { type DdpmVarType, ddpmPurifier, ddpmSchedule } from '../ddpm-purify.js';
 import { defendedPurifier } from '../defense.js';
 import { checkConfig, loadNetwork, type ModelKind, type Network } from '../models.js';
-import { attackTargets, type Protocol, type SampleRule } from './protocol.js';
+import { needsPurifier, type Protocol, type SampleRule } from './protocol.js';
 import type { EvalData, EvalModels } from './runner.js';
 import { sampleIndices } from './units.js';
 
@@ -165,8 +165,7 @@ export async function loadEvalModels(p: Protocol, backend: string): Promise<Load
   );
   // a protocol that attacks the bare classifier only needs no score model (nor its checkpoint on disk); the
   // purifier's file and config are checked before anything loads, so a missing one fails fast and leaks nothing
-  const needsPurifier = p.attacks.some((a) => attackTargets(a).includes('diffpure'));
-  const purifierFiles = needsPurifier
+  const purifierFiles = needsPurifier(p)
     ? {
         path: requirePath(
           p.purifier.weights,

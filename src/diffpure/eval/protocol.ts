@@ -377,3 +377,8 @@ export function loadProtocol(nameOrPath: string): Protocol {
 export function attackTargets(a: AttackSpec): Target[] {
   return a.targets ?? (a.attack === 'bpda-eot' ? ['diffpure'] : ['diffpure', 'classifier']);
 }
+
+/** Whether any attack targets DiffPure, i.e. whether the protocol loads (and so depends on) the score model. */
+export function needsPurifier(p: Protocol): boolean {
+  return p.attacks.some((a) => attackTargets(a).includes('diffpure'));
+}

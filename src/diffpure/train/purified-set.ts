@@ -19,6 +19,7 @@ import { fromArray, type Tensor, tidy } from '../../tensor/index.js';
 import type { LabelledImages } from '../data/idx.js';
 import { RandomState } from '../data/numpy-random.js';
 import { purify } from '../purify.js';
+import { differingKeys } from './run-folder.js';
 
 export interface PurifiedSetOptions {
   /** The score weights (a shipped .safetensors) and their score_sde config, as recorded in run.json. */
@@ -75,9 +76,7 @@ export function buildPurifiedSet(
   const runPath = join(out, 'run.json');
   if (existsSync(runPath)) {
     const saved = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>;
-    const differ = Object.keys({ ...saved, ...identity }).filter(
-      (k) => JSON.stringify(saved[k]) !== JSON.stringify(identity[k]),
-    );
+    const differ = differingKeys(saved, identity);
     if (differ.length > 0)
       throw new Error(
         `${runPath} was made with other options (${differ.join(', ')}): continue it with the same options, or give another --out`,
