@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tensor } from '../tensor/index.js';
 import { loadMnistLike } from './data/idx.js';
+import { parseShard, WHOLE } from './eval/units.js';
 import { loadNetwork } from './models.js';
 import {
   accuracy,
@@ -359,6 +360,7 @@ async function runPurified(v: Values): Promise<void> {
       `an integer in [0, ${MAX_PURIFIED_SEED})`,
     ),
   };
+  const shard = typeof v.shard === 'string' ? parseShard(v.shard) : WHOLE;
   const train = loadMnistLike('train', dataDir);
   const net = await loadNetwork('ddpmpp', readJson(scoreConfig), scoreWeights);
   process.stderr.write(
@@ -372,8 +374,13 @@ async function runPurified(v: Values): Promise<void> {
       train,
       (x, t) => net.forward(x, t),
       (r) => process.stderr.write(`  ${r.images}/${r.of} images, ${r.seconds.toFixed(0)} s\n`),
+      shard,
     );
-    process.stderr.write(`${written} batches purified now; ${out} is complete\n`);
+    process.stderr.write(
+      shard.count === 1
+        ? `${written} batches purified now; ${out} is complete\n`
+        : `${written} batches purified now; shard ${shard.index}/${shard.count} of ${out} is complete (the set is whole when every shard is)\n`,
+    );
   } finally {
     net.module.dispose();
   }

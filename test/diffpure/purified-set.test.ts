@@ -83,6 +83,19 @@ describe('buildPurifiedSet', () => {
     expect(diff).toBeGreaterThan(0.1);
   });
 
+  test('shards i/n make batches i, i+n, ...: two shards side by side give the files one process gives', () => {
+    const a = join(dir, 'a');
+    const s = join(dir, 'sharded');
+    expect(buildPurifiedSet(s, opts, train, score, undefined, { index: 1, count: 2 })).toBe(1); // batch 1
+    expect(existsSync(join(s, 'batch-00000.npy'))).toBe(false);
+    expect(() => loadPurifiedSet(s, train)).toThrow(/2 of 3 batches are not purified yet/);
+    expect(buildPurifiedSet(s, opts, train, score, undefined, { index: 0, count: 2 })).toBe(2); // batches 0 and 2
+    for (const b of [0, 1, 2]) {
+      const f = `batch-0000${b}.npy`;
+      expect(Buffer.compare(readFileSync(join(s, f)), readFileSync(join(a, f)))).toBe(0);
+    }
+  });
+
   test('another seed draws other images and noise; changed options, bad seeds and a partial set are refused', () => {
     const a = join(dir, 'a');
     const b = join(dir, 'b');

@@ -58,7 +58,8 @@ function identityOf(o: PurifiedSetOptions): Record<string, unknown> {
 
 /**
  * Purifies the chosen training images batch by batch into `out`, continuing after the batches already there when
- * run.json matches (and refusing, naming the option, when it does not). Returns the number of batches written now.
+ * run.json matches (and refusing, naming the option, when it does not). With a shard i/n, only batches b ≡ i (mod n).
+ * Returns the number of batches written now.
  */
 export function buildPurifiedSet(
   out: string,
@@ -66,6 +67,7 @@ export function buildPurifiedSet(
   train: LabelledImages,
   score: (x: Tensor, labels: Tensor) => Tensor,
   onBatch: (r: { images: number; of: number; seconds: number }) => void = () => {},
+  shard: { index: number; count: number } = { index: 0, count: 1 },
 ): number {
   if (!(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < MAX_PURIFIED_SEED))
     throw new Error(`--seed ${o.seed}: the purified set takes an integer seed in [0, ${MAX_PURIFIED_SEED})`);
@@ -87,7 +89,9 @@ export function buildPurifiedSet(
   const size = c * h * w;
   const t0 = performance.now();
   let written = 0;
-  for (let b = 0; b < batches; b++) {
+  // A shard makes batches b = index, index + n, ...: batch contents depend only on b, so shards run side by side
+  // (one per core or machine) give the same files as one process.
+  for (let b = shard.index; b < batches; b += shard.count) {
     const path = batchFile(out, b);
     if (existsSync(path)) continue;
     const rows = idx.slice(b * o.batch, (b + 1) * o.batch);
