@@ -11,6 +11,7 @@ import { loadNetwork } from './models.js';
 import {
   accuracy,
   CLASSIFIER_DEFAULTS,
+  DEFAULT_PURIFIED_FRACTION,
   exportClassifierRun,
   loadClassifierRun,
   type TrainClassifierOptions,
@@ -105,7 +106,7 @@ function purifiedOptions(v: Values): { purified?: string; purifiedFraction?: num
     );
   return {
     purified: dir,
-    purifiedFraction: num(v, 'purified-fraction', 0.5, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+    purifiedFraction: num(v, 'purified-fraction', DEFAULT_PURIFIED_FRACTION, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
   };
 }
 

@@ -53,6 +53,9 @@ export interface TrainClassifierOptions {
   model: WideResNetOptions;
 }
 
+/** Share of each batch's slots drawn from the purified set when `--purified` is given without a fraction. */
+export const DEFAULT_PURIFIED_FRACTION = 0.5;
+
 export const CLASSIFIER_DEFAULTS: Omit<TrainClassifierOptions, 'out' | 'steps'> = {
   batch: 64,
   lr: 0.1,
@@ -210,7 +213,9 @@ export function trainClassifier(
     opt.lr = lrAt(o.lr, step, { kind: 'cosine', total: o.steps - o.warmup, warmup: o.warmup });
     seedTrainingStep(o.seed, step); // dropout masks: a function of (seed, step)
     const order = batchIndices(n, o.batch, o.seed, step);
-    const idx = extra ? mixedIndices(order, n, extra.labels.length, o.purifiedFraction ?? 0.5, o.seed, step) : order;
+    const idx = extra
+      ? mixedIndices(order, n, extra.labels.length, o.purifiedFraction ?? DEFAULT_PURIFIED_FRACTION, o.seed, step)
+      : order;
     const loss = tidy(() => {
       const { x, labels } = makeBatch(data, idx, o.seed, step, o.augment, o.noiseStd);
       for (const p of params) p.value.requiresGrad = true;
