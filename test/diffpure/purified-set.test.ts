@@ -9,6 +9,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import type { LabelledImages } from '../../src/diffpure/data/idx.js';
 import { RandomState } from '../../src/diffpure/data/numpy-random.js';
 import { mixedIndices } from '../../src/diffpure/train/classifier.js';
+import { purifiedSetSeconds, trainingSeconds } from '../../src/diffpure/train/manifest.js';
 import {
   buildPurifiedSet,
   loadPurifiedSet,
@@ -94,6 +95,30 @@ describe('buildPurifiedSet', () => {
       const f = `batch-0000${b}.npy`;
       expect(Buffer.compare(readFileSync(join(s, f)), readFileSync(join(a, f)))).toBe(0);
     }
+    const log = readFileSync(join(s, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(log.map((r) => [r.batch, r.shard])).toEqual([
+      [1, '1/2'],
+      [0, '0/2'],
+      [2, '0/2'],
+    ]);
+  });
+
+  test('purifiedSetSeconds: each shard (and each process within it) adds its seconds', () => {
+    // an unsharded process killed after 2 batches, then two shards side by side, their lines interleaved
+    const log = [
+      { seconds: 50 },
+      { seconds: 100 },
+      { seconds: 52, shard: '0/2' },
+      { seconds: 51, shard: '1/2' },
+      { seconds: 104, shard: '0/2' },
+      { seconds: 103, shard: '1/2' },
+    ];
+    expect(purifiedSetSeconds(log)).toBe(100 + 104 + 103);
+    // trainingSeconds alone would read each drop between the shards' lines as a new process
+    expect(trainingSeconds(log)).not.toBe(307);
   });
 
   test('another seed draws other images and noise; changed options, bad seeds and a partial set are refused', () => {

@@ -20,6 +20,19 @@ export function trainingSeconds(log: readonly { seconds: number }[]): number {
   return total + prev;
 }
 
+/**
+ * Seconds a purified set took (diffpure train purified): its log.jsonl holds {batch, images, seconds[, shard]} per
+ * batch, seconds restarting at each process; shards running side by side each add theirs (core-seconds).
+ */
+export function purifiedSetSeconds(log: readonly { seconds: number; shard?: string }[]): number {
+  const byShard = new Map<string, { seconds: number }[]>();
+  for (const r of log) {
+    const k = r.shard ?? 'whole';
+    byShard.set(k, [...(byShard.get(k) ?? []), r]);
+  }
+  return [...byShard.values()].reduce((a, l) => a + trainingSeconds(l), 0);
+}
+
 function readLog(path: string): { step: number; loss: number; seconds: number }[] {
   return readFileSync(path, 'utf8')
     .split('\n')
@@ -58,8 +71,7 @@ export function writeShipped(
       ? {
           from: runJson.purified,
           ...JSON.parse(readFileSync(join(runJson.purified, 'run.json'), 'utf8')),
-          // its log.jsonl holds {batch, images, seconds} per batch, restarting at each process like a training log
-          seconds: Math.round(trainingSeconds(readLog(join(runJson.purified, 'log.jsonl')))),
+          seconds: Math.round(purifiedSetSeconds(readLog(join(runJson.purified, 'log.jsonl')))),
         }
       : null;
   const manifest = {

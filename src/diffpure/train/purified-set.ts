@@ -6,7 +6,7 @@
 //
 // The folder: run.json (the options and the score weights' sha256), then batch-<b>.npy per finished batch of images
 // [b, 1, 28, 28] (written to a temporary name and renamed, so a killed run leaves only whole batches) and a line of
-// log.jsonl ({batch, images, seconds since this process started}). Rerunning the
+// log.jsonl ({batch, images, seconds since this process started, and shard 'i/n' when sharded}). Rerunning the
 // same command continues after the last whole batch; which images and which noise each batch gets are functions of
 // (seed, b), so a resumed set equals an uninterrupted one.
 
@@ -116,7 +116,13 @@ export function buildPurifiedSet(
     written++;
     // seconds per batch, for the manifest of a classifier trained on the set
     const seconds = (performance.now() - t0) / 1000;
-    appendFileSync(join(out, 'log.jsonl'), `${JSON.stringify({ batch: b, images: rows.length, seconds })}\n`);
+    const line = {
+      batch: b,
+      images: rows.length,
+      seconds,
+      ...(shard.count > 1 ? { shard: `${shard.index}/${shard.count}` } : {}),
+    };
+    appendFileSync(join(out, 'log.jsonl'), `${JSON.stringify(line)}\n`);
     onBatch({
       images: Math.min(o.count, (b + 1) * o.batch),
       of: o.count,
