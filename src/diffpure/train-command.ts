@@ -18,7 +18,7 @@ import {
   trainClassifier,
 } from './train/classifier.js';
 import { writeShipped } from './train/manifest.js';
-import { purifiedAccuracy } from './train/purified-accuracy.js';
+import { purifiedAccuracies } from './train/purified-accuracy.js';
 import { buildPurifiedSet, MAX_PURIFIED_SEED, type PurifiedSetOptions } from './train/purified-set.js';
 import { loadScoreRun, SCORE_DEFAULTS, type TrainScoreOptions, trainScore } from './train/score.js';
 import { exportScoreRun } from './train/score-export.js';
@@ -212,42 +212,54 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
         throw new Error(`--t-star: each t* must be a multiple of 0.001 in (0, 1], got '${s}'`);
       return t;
     });
-  const clsPath =
-    typeof v['classifier-weights'] === 'string' ? v['classifier-weights'] : 'weights/fmnist-classifier.safetensors';
-  if (!existsSync(clsPath))
-    throw new Error(
-      `--classifier-weights '${clsPath}' does not exist: give a shipped classifier (.safetensors beside its .config.json) or a 'diffpure train classifier' run folder`,
-    );
-  let classify: (x: Tensor) => Tensor;
-  let clsStep: number | null = null;
-  let dispose = () => {};
-  if (statSync(clsPath).isDirectory()) {
-    const r = loadClassifierRun(clsPath);
-    classify = (x) => r.net.forward(x);
-    clsStep = r.step;
-    dispose = () => r.net.dispose();
-  } else {
-    const cfgPath =
-      typeof v['classifier-config'] === 'string'
-        ? v['classifier-config']
-        : clsPath.replace(/\.safetensors$/, '.config.json');
-    if (!existsSync(cfgPath))
+  // several classifiers (comma-separated) are read on one purification of the images: the costly part
+  const clsPaths = String(v['classifier-weights'] ?? 'weights/fmnist-classifier.safetensors')
+    .split(',')
+    .filter(Boolean);
+  for (const p of clsPaths)
+    if (!existsSync(p))
       throw new Error(
-        `--classifier-config '${cfgPath}' does not exist: give the WideResNet config JSON the weights were shipped with`,
+        `--classifier-weights '${p}' does not exist: give a shipped classifier (.safetensors beside its .config.json) or a 'diffpure train classifier' run folder`,
       );
-    const net = await loadNetwork('wrn', JSON.parse(readFileSync(cfgPath, 'utf8')), clsPath);
-    classify = (x) => net.forward(x);
-    dispose = () => net.module.dispose();
+  const classifiers: { path: string; file: string; step: number | null; classify: (x: Tensor) => Tensor }[] = [];
+  const disposers: (() => void)[] = [];
+  for (const clsPath of clsPaths) {
+    if (statSync(clsPath).isDirectory()) {
+      const r = loadClassifierRun(clsPath);
+      disposers.push(() => r.net.dispose());
+      classifiers.push({
+        path: clsPath,
+        file: join(clsPath, 'checkpoint.safetensors'),
+        step: r.step,
+        classify: (x) => r.net.forward(x),
+      });
+    } else {
+      const cfgPath =
+        typeof v['classifier-config'] === 'string'
+          ? v['classifier-config']
+          : clsPath.replace(/\.safetensors$/, '.config.json');
+      if (!existsSync(cfgPath))
+        throw new Error(
+          `--classifier-config '${cfgPath}' does not exist: give the WideResNet config JSON the weights were shipped with`,
+        );
+      const net = await loadNetwork('wrn', JSON.parse(readFileSync(cfgPath, 'utf8')), clsPath);
+      disposers.push(() => net.module.dispose());
+      classifiers.push({ path: clsPath, file: clsPath, step: null, classify: (x) => net.forward(x) });
+    }
   }
+  const dispose = () => {
+    for (const d of disposers) d();
+  };
   const { net, step } = loadScoreRun(out, 'ema');
   const test = loadMnistLike('test', dataDir, limit);
   process.stderr.write(
     `purifying the first ${test.labels.length} test images at t* ${tStars.join(', ')} (dt ${dt}, EMA weights of step ${step}), batches of ${batch}\n`,
   );
   try {
-    const r = purifiedAccuracy({
+    const results = purifiedAccuracies({
       score: (x, l) => net.forward(x, l),
-      classify,
+      classify: (classifiers[0] as (typeof classifiers)[0]).classify,
+      alsoClassify: classifiers.slice(1).map((c) => c.classify),
       data: test,
       tStars,
       dt,
@@ -255,35 +267,45 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
       batch,
       onBatch: (d) => process.stderr.write(`  t* ${d.tStar}: ${d.images}/${d.of} images, ${d.seconds.toFixed(0)} s\n`),
     });
-    const clsFile = statSync(clsPath).isDirectory() ? join(clsPath, 'checkpoint.safetensors') : clsPath;
-    const evaluation = {
-      classifier: clsPath,
-      ...(clsStep === null ? {} : { classifierStep: clsStep }),
-      classifierSha256: createHash('sha256').update(readFileSync(clsFile)).digest('hex'),
-      testImages: r.images,
-      dt,
-      seed,
-      classifierAccuracy: r.bare,
-      purifiedAccuracy: r.purified,
-      seconds: r.seconds,
-    };
     // one entry per (classifier, images, dt, seed) for this checkpoint: a rerun replaces its own, others stay
     const path = join(out, 'metrics.json');
     const old = existsSync(path)
       ? (JSON.parse(readFileSync(path, 'utf8')) as { step?: number; evaluations?: unknown[] })
       : {};
-    const key = (e: Partial<typeof evaluation>) =>
+    type Evaluation = {
+      classifierSha256: string;
+      testImages: number;
+      dt: number;
+      seed: number;
+      purifiedAccuracy: Record<string, number>;
+    };
+    const key = (e: Partial<Evaluation>) =>
       JSON.stringify([e.classifierSha256, e.testImages, e.dt, e.seed, Object.keys(e.purifiedAccuracy ?? {})]);
-    const kept = old.step === step && Array.isArray(old.evaluations) ? old.evaluations : [];
-    const evaluations = [...kept.filter((e) => key(e as typeof evaluation) !== key(evaluation)), evaluation];
-    const metrics = { step, parameterSet: 'EMA', evaluations };
-    writeFileSync(path, `${JSON.stringify(metrics, null, 2)}\n`);
-    if (v.json) console.log(JSON.stringify({ step, ...evaluation }));
-    process.stderr.write(
-      `the classifier: ${(100 * r.bare).toFixed(2)}% on the clean images; purified: ${Object.entries(r.purified)
-        .map(([t, a]) => `t* ${t} ${(100 * a).toFixed(2)}%`)
-        .join(', ')} -> ${join(out, 'metrics.json')}\n`,
-    );
+    let evaluations = old.step === step && Array.isArray(old.evaluations) ? old.evaluations : [];
+    results.forEach((r, i) => {
+      const c = classifiers[i] as (typeof classifiers)[0];
+      const evaluation = {
+        classifier: c.path,
+        ...(c.step === null ? {} : { classifierStep: c.step }),
+        classifierSha256: createHash('sha256').update(readFileSync(c.file)).digest('hex'),
+        testImages: r.images,
+        dt,
+        seed,
+        classifierAccuracy: r.bare,
+        purifiedAccuracy: r.purified,
+        // the whole evaluation's seconds, shared by the classifiers read on the same purified images
+        seconds: r.seconds,
+      };
+      evaluations = [...evaluations.filter((e) => key(e as Evaluation) !== key(evaluation)), evaluation];
+      if (v.json) console.log(JSON.stringify({ step, ...evaluation }));
+      process.stderr.write(
+        `${c.path}: ${(100 * r.bare).toFixed(2)}% on the clean images; purified: ${Object.entries(r.purified)
+          .map(([t, a]) => `t* ${t} ${(100 * a).toFixed(2)}%`)
+          .join(', ')}\n`,
+      );
+    });
+    writeFileSync(path, `${JSON.stringify({ step, parameterSet: 'EMA', evaluations }, null, 2)}\n`);
+    process.stderr.write(`-> ${path}\n`);
   } finally {
     net.dispose();
     dispose();

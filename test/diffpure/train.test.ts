@@ -298,6 +298,57 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
     expect(Object.keys(m.purifiedAccuracy)).toEqual(['0.01', '0.02']);
     for (const acc of Object.values(m.purifiedAccuracy) as number[]) expect(acc * 6).toBe(Math.round(acc * 6));
     expect(run().purifiedAccuracy).toEqual(m.purifiedAccuracy); // reproducible from the seed
+    // two classifiers read on one purification: each entry equals what that classifier alone would have read
+    const clf2 = join(dir, 'eval-clf2');
+    const c2 = spawnSync(process.execPath, [...args(clf2), '--steps', '1', '--no-eval'], { encoding: 'utf8' });
+    expect(c2.status, c2.stderr).toBe(0);
+    const both = spawnSync(
+      process.execPath,
+      [
+        ...evalArgs.slice(0, -4),
+        '--classifier-weights',
+        `${clf},${clf2}`,
+        '--eval-limit',
+        '6',
+        '--eval-batch',
+        '4',
+        '--t-star',
+        '0.01,0.02',
+        '--dt',
+        '0.005',
+        '--seed',
+        '3',
+      ],
+      { encoding: 'utf8', timeout: 300_000 },
+    );
+    expect(both.status, both.stderr).toBe(0);
+    const evs = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
+    expect(evs.map((e: { classifier: string }) => e.classifier)).toEqual([clf, clf2]);
+    expect(evs[0].purifiedAccuracy).toEqual(m.purifiedAccuracy);
+    const alone = spawnSync(
+      process.execPath,
+      [
+        ...evalArgs.slice(0, -4),
+        '--classifier-weights',
+        clf2,
+        '--eval-limit',
+        '6',
+        '--eval-batch',
+        '4',
+        '--t-star',
+        '0.01,0.02',
+        '--dt',
+        '0.005',
+        '--seed',
+        '3',
+      ],
+      { encoding: 'utf8', timeout: 300_000 },
+    );
+    expect(alone.status, alone.stderr).toBe(0);
+    const evs2 = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
+    expect(evs2).toHaveLength(2); // clf2's rerun replaced its own entry
+    expect(evs2[1].purifiedAccuracy).toEqual(evs[1].purifiedAccuracy);
+    expect(evs2[1].classifierAccuracy).toEqual(evs[1].classifierAccuracy);
     const shipped = join(dir, 'shipped-score.safetensors');
     const sh = spawnSync(process.execPath, [bin, 'train', 'score', '--out', a, '--ship', shipped], {
       encoding: 'utf8',

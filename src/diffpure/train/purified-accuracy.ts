@@ -12,6 +12,8 @@ export interface PurifiedAccuracyOptions {
   score: (x: Tensor, labels: Tensor) => Tensor;
   /** Logits of images in [0, 1]. */
   classify: (x: Tensor) => Tensor;
+  /** More classifiers read on the same purified images (one purification for all: the costly part). */
+  alsoClassify?: readonly ((x: Tensor) => Tensor)[];
   data: LabelledImages;
   tStars: readonly number[];
   /** Euler step of the reverse solve. */
@@ -39,31 +41,57 @@ function correct(logits: Tensor, labels: Uint8Array, from: number): number {
   return k;
 }
 
+/** The first classifier's accuracies; see purifiedAccuracies for several classifiers on one purification. */
 export function purifiedAccuracy(o: PurifiedAccuracyOptions): PurifiedAccuracy {
+  return purifiedAccuracies(o)[0] as PurifiedAccuracy;
+}
+
+/**
+ * One entry per classifier (`classify`, then `alsoClassify`), all read on the same purified images; `seconds` is the
+ * whole evaluation's, shared.
+ */
+export function purifiedAccuracies(o: PurifiedAccuracyOptions): PurifiedAccuracy[] {
   const [n, c, h, w] = o.data.shape;
   const size = c * h * w;
+  const classifiers = [o.classify, ...(o.alsoClassify ?? [])];
   const t0 = performance.now();
   const batchOf = (s: number) => {
     const e = Math.min(n, s + o.batch);
     return fromArray(o.data.images.subarray(s * size, e * size), [e - s, c, h, w]);
   };
-  let bare = 0;
+  const bare = classifiers.map(() => 0);
   noGrad(() => {
-    for (let s = 0; s < n; s += o.batch) bare += tidy(() => correct(o.classify(batchOf(s)), o.data.labels, s));
+    for (let s = 0; s < n; s += o.batch)
+      tidy(() => {
+        const x = batchOf(s);
+        classifiers.forEach((f, i) => {
+          bare[i] = (bare[i] as number) + correct(f(x), o.data.labels, s);
+        });
+      });
   });
-  const purified: Record<string, number> = {};
+  const purified = classifiers.map(() => ({}) as Record<string, number>);
   for (const tStar of o.tStars) {
-    let k = 0;
+    const k = classifiers.map(() => 0);
     noGrad(() => {
       for (let s = 0, b = 0; s < n; s += o.batch, b++) {
-        k += tidy(() => {
+        tidy(() => {
           const y = purify(batchOf(s), { model: o.score, scoreType: 'score_sde', tStar, dt: o.dt, seed: o.seed + b });
-          return correct(o.classify(y), o.data.labels, s);
+          classifiers.forEach((f, i) => {
+            k[i] = (k[i] as number) + correct(f(y), o.data.labels, s);
+          });
         });
         o.onBatch?.({ tStar, images: Math.min(n, s + o.batch), of: n, seconds: (performance.now() - t0) / 1000 });
       }
     });
-    purified[String(tStar)] = k / n;
+    classifiers.forEach((_, i) => {
+      (purified[i] as Record<string, number>)[String(tStar)] = (k[i] as number) / n;
+    });
   }
-  return { images: n, bare: bare / n, purified, seconds: (performance.now() - t0) / 1000 };
+  const seconds = (performance.now() - t0) / 1000;
+  return classifiers.map((_, i) => ({
+    images: n,
+    bare: (bare[i] as number) / n,
+    purified: purified[i] as Record<string, number>,
+    seconds,
+  }));
 }
