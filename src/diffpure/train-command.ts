@@ -215,16 +215,38 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
   // several classifiers (comma-separated) are read on one purification of the images: the costly part
   const clsPaths = String(v['classifier-weights'] ?? 'weights/fmnist-classifier.safetensors')
     .split(',')
+    .map((p) => p.trim())
     .filter(Boolean);
-  for (const p of clsPaths)
+  if (clsPaths.length === 0)
+    throw new Error(
+      '--classifier-weights: give at least one classifier (a shipped .safetensors or a run folder; several separated by commas)',
+    );
+  // every path is checked before any network is loaded, so a bad one leaks nothing
+  const configOf = new Map<string, string>();
+  for (const p of clsPaths) {
     if (!existsSync(p))
       throw new Error(
         `--classifier-weights '${p}' does not exist: give a shipped classifier (.safetensors beside its .config.json) or a 'diffpure train classifier' run folder`,
       );
+    if (statSync(p).isDirectory()) continue;
+    const shipped = clsPaths.filter((q) => !statSync(q).isDirectory());
+    if (typeof v['classifier-config'] === 'string' && shipped.length > 1)
+      throw new Error(
+        `--classifier-config applies to one shipped classifier, but ${shipped.length} were given (${shipped.join(', ')}): leave it out, so each .safetensors uses the .config.json beside it`,
+      );
+    const cfgPath =
+      typeof v['classifier-config'] === 'string' ? v['classifier-config'] : p.replace(/\.safetensors$/, '.config.json');
+    if (!existsSync(cfgPath))
+      throw new Error(
+        `--classifier-config '${cfgPath}' does not exist: give the WideResNet config JSON the weights were shipped with`,
+      );
+    configOf.set(p, cfgPath);
+  }
   const classifiers: { path: string; file: string; step: number | null; classify: (x: Tensor) => Tensor }[] = [];
   const disposers: (() => void)[] = [];
   for (const clsPath of clsPaths) {
-    if (statSync(clsPath).isDirectory()) {
+    const cfgPath = configOf.get(clsPath);
+    if (cfgPath === undefined) {
       const r = loadClassifierRun(clsPath);
       disposers.push(() => r.net.dispose());
       classifiers.push({
@@ -234,14 +256,6 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
         classify: (x) => r.net.forward(x),
       });
     } else {
-      const cfgPath =
-        typeof v['classifier-config'] === 'string'
-          ? v['classifier-config']
-          : clsPath.replace(/\.safetensors$/, '.config.json');
-      if (!existsSync(cfgPath))
-        throw new Error(
-          `--classifier-config '${cfgPath}' does not exist: give the WideResNet config JSON the weights were shipped with`,
-        );
       const net = await loadNetwork('wrn', JSON.parse(readFileSync(cfgPath, 'utf8')), clsPath);
       disposers.push(() => net.module.dispose());
       classifiers.push({ path: clsPath, file: clsPath, step: null, classify: (x) => net.forward(x) });
@@ -396,7 +410,7 @@ async function runPurified(v: Values): Promise<void> {
       o,
       train,
       (x, t) => net.forward(x, t),
-      (r) => process.stderr.write(`  ${r.images}/${r.of} images, ${r.seconds.toFixed(0)} s\n`),
+      (r) => process.stderr.write(`  batch ${r.batch + 1} of ${r.batches} purified, ${r.seconds.toFixed(0)} s\n`),
       shard,
     );
     process.stderr.write(

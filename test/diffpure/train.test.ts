@@ -300,7 +300,9 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
     expect(run().purifiedAccuracy).toEqual(m.purifiedAccuracy); // reproducible from the seed
     // two classifiers read on one purification: each entry equals what that classifier alone would have read
     const clf2 = join(dir, 'eval-clf2');
-    const c2 = spawnSync(process.execPath, [...args(clf2), '--steps', '1', '--no-eval'], { encoding: 'utf8' });
+    const c2 = spawnSync(process.execPath, [...args(clf2), '--steps', '1', '--seed', '1', '--no-eval'], {
+      encoding: 'utf8',
+    });
     expect(c2.status, c2.stderr).toBe(0);
     const both = spawnSync(
       process.execPath,
@@ -325,6 +327,12 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
     const evs = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
     expect(evs.map((e: { classifier: string }) => e.classifier)).toEqual([clf, clf2]);
     expect(evs[0].purifiedAccuracy).toEqual(m.purifiedAccuracy);
+    // the second entry is clf2's reading, not clf's again: these two small nets disagree on these images
+    expect(evs[1].classifierSha256).not.toBe(evs[0].classifierSha256);
+    expect([evs[1].classifierAccuracy, evs[1].purifiedAccuracy]).not.toEqual([
+      evs[0].classifierAccuracy,
+      evs[0].purifiedAccuracy,
+    ]);
     const alone = spawnSync(
       process.execPath,
       [

@@ -28,7 +28,9 @@ export function purifiedSetSeconds(log: readonly { seconds: number; shard?: stri
   const byShard = new Map<string, { seconds: number }[]>();
   for (const r of log) {
     const k = r.shard ?? 'whole';
-    byShard.set(k, [...(byShard.get(k) ?? []), r]);
+    const l = byShard.get(k) ?? [];
+    l.push(r);
+    byShard.set(k, l);
   }
   return [...byShard.values()].reduce((a, l) => a + trainingSeconds(l), 0);
 }

@@ -66,7 +66,7 @@ export function buildPurifiedSet(
   o: PurifiedSetOptions,
   train: LabelledImages,
   score: (x: Tensor, labels: Tensor) => Tensor,
-  onBatch: (r: { images: number; of: number; seconds: number }) => void = () => {},
+  onBatch: (r: { batch: number; batches: number; seconds: number }) => void = () => {},
   shard: { index: number; count: number } = { index: 0, count: 1 },
 ): number {
   if (!(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < MAX_PURIFIED_SEED))
@@ -83,7 +83,11 @@ export function buildPurifiedSet(
       throw new Error(
         `${runPath} was made with other options (${differ.join(', ')}): continue it with the same options, or give another --out`,
       );
-  } else writeFileSync(runPath, `${JSON.stringify(identity, null, 2)}\n`);
+  } else {
+    // atomically: shards started together on a new folder must not read each other's half-written run.json
+    writeFileSync(`${runPath}.${process.pid}.tmp`, `${JSON.stringify(identity, null, 2)}\n`);
+    renameSync(`${runPath}.${process.pid}.tmp`, runPath);
+  }
   const idx = purifiedSetIndices(train.labels.length, o.count, o.seed);
   const [, c, h, w] = train.shape;
   const size = c * h * w;
@@ -123,11 +127,7 @@ export function buildPurifiedSet(
       ...(shard.count > 1 ? { shard: `${shard.index}/${shard.count}` } : {}),
     };
     appendFileSync(join(out, 'log.jsonl'), `${JSON.stringify(line)}\n`);
-    onBatch({
-      images: Math.min(o.count, (b + 1) * o.batch),
-      of: o.count,
-      seconds: (performance.now() - t0) / 1000,
-    });
+    onBatch({ batch: b, batches, seconds: (performance.now() - t0) / 1000 });
   }
   return written;
 }
