@@ -304,27 +304,18 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
       encoding: 'utf8',
     });
     expect(c2.status, c2.stderr).toBe(0);
-    const both = spawnSync(
-      process.execPath,
-      [
-        ...evalArgs.slice(0, -4),
-        '--classifier-weights',
-        `${clf},${clf2}`,
-        '--eval-limit',
-        '6',
-        '--eval-batch',
-        '4',
-        '--t-star',
-        '0.01,0.02',
-        '--dt',
-        '0.005',
-        '--seed',
-        '3',
-      ],
-      { encoding: 'utf8', timeout: 300_000 },
-    );
-    expect(both.status, both.stderr).toBe(0);
-    const evs = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
+    // the same evaluation as run(), with other classifiers; returns the evaluations in metrics.json
+    const evalOptions = ['--eval-batch', '4', '--t-star', '0.01,0.02', '--dt', '0.005', '--seed', '3'];
+    const evaluateWith = (weights: string) => {
+      const e = spawnSync(
+        process.execPath,
+        [...evalArgs.slice(0, -4), '--classifier-weights', weights, '--eval-limit', '6', ...evalOptions],
+        { encoding: 'utf8', timeout: 300_000 },
+      );
+      expect(e.status, e.stderr).toBe(0);
+      return JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
+    };
+    const evs = evaluateWith(`${clf},${clf2}`);
     expect(evs.map((e: { classifier: string }) => e.classifier)).toEqual([clf, clf2]);
     expect(evs[0].purifiedAccuracy).toEqual(m.purifiedAccuracy);
     // the second entry is clf2's reading, not clf's again: these two small nets disagree on these images
@@ -333,27 +324,7 @@ describe.skipIf(!existsSync(FASHION_MNIST_DIR))('diffpure train score', () => {
       evs[0].classifierAccuracy,
       evs[0].purifiedAccuracy,
     ]);
-    const alone = spawnSync(
-      process.execPath,
-      [
-        ...evalArgs.slice(0, -4),
-        '--classifier-weights',
-        clf2,
-        '--eval-limit',
-        '6',
-        '--eval-batch',
-        '4',
-        '--t-star',
-        '0.01,0.02',
-        '--dt',
-        '0.005',
-        '--seed',
-        '3',
-      ],
-      { encoding: 'utf8', timeout: 300_000 },
-    );
-    expect(alone.status, alone.stderr).toBe(0);
-    const evs2 = JSON.parse(readFileSync(join(a, 'metrics.json'), 'utf8')).evaluations;
+    const evs2 = evaluateWith(clf2);
     expect(evs2).toHaveLength(2); // clf2's rerun replaced its own entry
     expect(evs2[1].purifiedAccuracy).toEqual(evs[1].purifiedAccuracy);
     expect(evs2[1].classifierAccuracy).toEqual(evs[1].classifierAccuracy);
