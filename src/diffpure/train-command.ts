@@ -222,18 +222,18 @@ async function evaluateScore(out: string, v: Values, dataDir: string): Promise<v
       '--classifier-weights: give at least one classifier (a shipped .safetensors or a run folder; several separated by commas)',
     );
   // every path is checked before any network is loaded, so a bad one leaks nothing
-  const configOf = new Map<string, string>();
-  for (const p of clsPaths) {
+  for (const p of clsPaths)
     if (!existsSync(p))
       throw new Error(
         `--classifier-weights '${p}' does not exist: give a shipped classifier (.safetensors beside its .config.json) or a 'diffpure train classifier' run folder`,
       );
-    if (statSync(p).isDirectory()) continue;
-    const shipped = clsPaths.filter((q) => !statSync(q).isDirectory());
-    if (typeof v['classifier-config'] === 'string' && shipped.length > 1)
-      throw new Error(
-        `--classifier-config applies to one shipped classifier, but ${shipped.length} were given (${shipped.join(', ')}): leave it out, so each .safetensors uses the .config.json beside it`,
-      );
+  const shipped = clsPaths.filter((p) => !statSync(p).isDirectory());
+  if (typeof v['classifier-config'] === 'string' && shipped.length > 1)
+    throw new Error(
+      `--classifier-config applies to one shipped classifier, but ${shipped.length} were given (${shipped.join(', ')}): leave it out, so each .safetensors uses the .config.json beside it`,
+    );
+  const configOf = new Map<string, string>();
+  for (const p of shipped) {
     const cfgPath =
       typeof v['classifier-config'] === 'string' ? v['classifier-config'] : p.replace(/\.safetensors$/, '.config.json');
     if (!existsSync(cfgPath))
