@@ -116,7 +116,9 @@ const commands: Record<string, Command> = {
   },
   forward: {
     summary: 'run a network on x.npy (and t.npy) and write its raw output, to compare with PyTorch',
-    usage: `diffpure forward --model ${MODEL_KINDS.join('|')} [--config cfg.json] --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]`,
+    usage:
+      `diffpure forward --model ${MODEL_KINDS.join('|')} [--config cfg.json]\n` +
+      '    --weights w.(pth|pt|safetensors) --x x.npy [--t t.npy] --out y.npy [--backend cpu|webgpu]',
     options: {
       model: { type: 'string' },
       config: { type: 'string' },
@@ -152,9 +154,11 @@ const commands: Record<string, Command> = {
   purify: {
     summary: "DiffPure's purification of images in [0, 1] (x.npy), optionally with the input gradient",
     usage:
-      'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm|ddpm] [--config cfg.json]\n' +
-      '    [--tstar 0.1 (ddpm: 0.5)] [--dt 0.001] [--seed N] [--noise e.npy] [--bm-increments dW.npy --bm-times t.npy]\n' +
-      '    [--step-noise steps.npy] [--grad g.npy [--w w.npy] [--mode continuous|exact|autograd]] [--backend cpu|webgpu] [--json]\n' +
+      'diffpure purify --weights checkpoint_8.pth --x x.npy --out purified.npy [--model ddpmpp|adm|ddpm]\n' +
+      '    [--config cfg.json] [--tstar 0.1 (ddpm: 0.5)] [--dt 0.001] [--seed N] [--noise e.npy]\n' +
+      '    [--bm-increments dW.npy --bm-times t.npy] [--step-noise steps.npy]\n' +
+      '    [--grad g.npy [--w w.npy] [--mode continuous|exact|autograd]]\n' +
+      '    [--backend cpu|webgpu] [--json]\n' +
       "  --grad writes d sum(w * purified) / dx (w defaults to ones) by the paper's adjoint (continuous, default)\n" +
       '  or the exact gradient of the discrete solve (exact). Without --seed a seed is drawn and printed.\n' +
       "  --model ddpm is DiffPure's CelebA-HQ path (SDEdit's DDPM UNet, celeba_hq.ckpt): t = 1000 t* ancestral steps\n" +
@@ -212,10 +216,35 @@ const commands: Record<string, Command> = {
     },
   },
   train: {
-    summary:
-      'train with this framework, resumably: classifier (RobustBench WideResNet on Fashion-MNIST) or score (score_sde NCSN++, its DSM loss and EMA); purified makes a purified training set to fine-tune a classifier on',
+    summary: 'train resumably: classifier (a WideResNet), score (an NCSN++), purified (a purified training set)',
     usage:
-      "diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0] [--no-augment] [--limit N] [--checkpoint-every 100] [--config wrn.json] [--noise-std 0.1] [--init RUN_DIR] [--resume] [--json] [--no-eval] [--eval-limit N]; or diffpure train classifier --evaluate --out DIR [--eval-limit N] (test accuracy into DIR/metrics.json); diffpure train classifier --export model.pt --out DIR (RobustBench state_dict layout, torch.save format); diffpure train classifier --ship weights/x.safetensors --out DIR (weights and a manifest x.json); diffpure train score [--config score_sde.json] [--steps] [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed] [--limit] [--out runs/score] [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]; diffpure train score --export checkpoint.pth --out DIR (score_sde_pytorch's save_checkpoint layout: optimizer, model, ema, step); diffpure train score --evaluate --out DIR [--classifier-weights weights/fmnist-classifier.safetensors[,RUN_DIR,...]] [--classifier-config P] [--t-star 0.1,0.2,0.3,0.5] [--dt 0.01] [--eval-limit 1000] [--eval-batch 100] [--seed 0] (clean accuracy of the classifier on the first test images purified at each t*, EMA weights, into DIR/metrics.json; several classifiers are read on one purification); diffpure train score --ship weights/x.safetensors --out DIR (EMA weights and a manifest); diffpure train purified [--out runs/purified] [--score-weights weights/fmnist-score.safetensors] [--score-config P] [--t-star 0.1] [--dt 0.005] [--count 4000] [--batch 100] [--seed 0] [--shard i/n] (training images purified by DiffPure, one .npy per batch; rerun to continue; shards make batches i, i+n, ... side by side); then diffpure train classifier --purified DIR [--purified-fraction 0.5] (that share of each batch drawn from the purified set)",
+      'diffpure train classifier|score|purified [options]   (each writes a resumable run folder, --out)\n' +
+      '\n' +
+      'diffpure train classifier [--data fmnist] [--data-dir DIR] [--out runs/classifier] [--config wrn.json]\n' +
+      '    [--steps 1000] [--batch 64] [--lr 0.1] [--momentum 0.9] [--weight-decay 5e-4] [--warmup 0] [--seed 0]\n' +
+      '    [--no-augment] [--noise-std 0] [--limit N] [--checkpoint-every 100] [--init RUN_DIR]\n' +
+      '    [--purified DIR [--purified-fraction 0.5]] [--resume] [--no-eval] [--eval-limit N] [--json]\n' +
+      "  RobustBench's WideResNet (config {depth, widen_factor, ...}), SGD + Nesterov, cosine lr, crop and flip;\n" +
+      "  --init starts from a run folder's weights; --purified swaps that share of each batch for purified images.\n" +
+      'diffpure train classifier --evaluate --out DIR [--eval-limit N]     test accuracy into DIR/metrics.json\n' +
+      "diffpure train classifier --export model.pt --out DIR                RobustBench's {'state_dict'} (torch.save)\n" +
+      'diffpure train classifier --ship weights/x.safetensors --out DIR     weights, x.config.json, manifest x.json\n' +
+      '\n' +
+      'diffpure train score [--config score_sde.json] [--out runs/score] [--steps 1000] [--batch 64] [--lr 2e-4]\n' +
+      '    [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed 0] [--limit N] [--checkpoint-every 100]\n' +
+      '    [--grid-every 1000] [--resume] [--json]\n' +
+      "  score_sde's NCSN++ with its DSM loss, Adam and EMA; --t-power p draws t = eps + (1 - eps) u^p (more near 0).\n" +
+      'diffpure train score --evaluate --out DIR [--classifier-weights weights/fmnist-classifier.safetensors[,RUN_DIR,...]]\n' +
+      '    [--classifier-config P] [--t-star 0.1,0.2,0.3,0.5] [--dt 0.005] [--eval-limit 1000] [--eval-batch 100] [--seed 0]\n' +
+      '  the classifiers on the first test images purified at each t* by the EMA weights, into DIR/metrics.json\n' +
+      '  (one purification, read by every classifier listed).\n' +
+      "diffpure train score --export checkpoint.pth --out DIR      score_sde_pytorch's save_checkpoint layout\n" +
+      'diffpure train score --ship weights/x.safetensors --out DIR  EMA weights, x.config.json, manifest x.json\n' +
+      '\n' +
+      'diffpure train purified [--out runs/purified] [--score-weights weights/fmnist-score.safetensors]\n' +
+      '    [--score-config P] [--t-star 0.1] [--dt 0.005] [--count 4000] [--batch 100] [--seed 0] [--shard i/n]\n' +
+      '  training images purified by DiffPure, one .npy per batch, for train classifier --purified. Rerun to\n' +
+      '  continue; --shard i/n makes batches i, i+n, ... so that one process per core fills the same folder.',
     options: {
       data: { type: 'string' },
       'data-dir': { type: 'string' },
@@ -342,10 +371,11 @@ const commands: Record<string, Command> = {
   eval: {
     summary: "DiffPure's robustness evaluation: a protocol's attacks on DiffPure and the bare classifier, as a table",
     usage:
-      `diffpure eval [--protocol ${Object.keys(PRESETS).join('|')}|mine.json]\n` +
+      'diffpure eval [--protocol NAME|mine.json]\n' +
       '    [--out DIR] [--shard i/n] [--backend cpu|webgpu] [--images N] [--seeds 121,122] [--batch N]\n' +
       '    [--data-dir DIR] [--classifier-weights P] [--classifier-config P] [--score-weights P] [--score-config P]\n' +
       '    [--dt 0.001] [--fresh] [--json] | --list | --print NAME\n' +
+      `  NAME: ${Object.keys(PRESETS).join(', ')}\n  (--list says what each is).\n` +
       `  Runs a protocol (default ${DEFAULT_PRESET}: the embedded Fashion-MNIST models, a few minutes on a laptop CPU)\n` +
       '  and prints standard and robust accuracy of DiffPure and of the bare classifier (mean ± std over seeds,\n' +
       "  DiffPure's min(rand, standard) where the protocol asks), with what produced every number.\n" +

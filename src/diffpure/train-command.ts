@@ -202,7 +202,7 @@ function evaluate(out: string, v: Values, dataDir: string): void {
 async function evaluateScore(out: string, v: Values, dataDir: string): Promise<void> {
   const limit = num(v, 'eval-limit', 1000, (x) => int(x) && x > 0, 'a positive integer');
   const batch = num(v, 'eval-batch', 100, (x) => int(x) && x > 0, 'a positive integer');
-  const dt = num(v, 'dt', 0.01, (x) => x > 0 && x <= 0.1, 'in (0, 0.1]');
+  const dt = num(v, 'dt', 0.005, (x) => x > 0 && x <= 0.1, 'in (0, 0.1]'); // the fmnist presets' dt
   const seed = num(v, 'seed', 0, (x) => int(x) && x >= 0 && x < 2 ** 31, 'an integer in [0, 2^31)');
   const tStars = String(v['t-star'] ?? '0.1,0.2,0.3,0.5')
     .split(',')
