@@ -241,7 +241,7 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
       { iterates: true },
     );
     checkIterates('apgd_ce_linf', rec, rows[0] as number[], false);
-  }, 120_000);
+  }, 300_000);
 
   test('APGD-CE L2 eps 0.75', async () => {
     const { model } = fixtureModel();
@@ -252,7 +252,7 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
       { iterates: true },
     );
     checkIterates('apgd_ce_l2', rec, rows[0] as number[], true);
-  }, 120_000);
+  }, 300_000);
 
   test('APGD-DLR Linf eps 0.025 (exact-zero gradients where the loss is exactly 1)', async () => {
     const { model } = fixtureModel();
@@ -273,7 +273,7 @@ describe.skipIf(!haveAttacks)('APGD against the official runs (attacks fixture, 
       0.025,
     );
     console.log(`apgd_dlr_linf: ${zeroGradIters.length} (image, iteration) pairs at DLR exactly 1.0`);
-  }, 120_000);
+  }, 300_000);
 
   test('APGD-T Linf eps 0.025, 9 target classes', async () => {
     const { model } = fixtureModel();
