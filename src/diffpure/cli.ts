@@ -230,9 +230,9 @@ const commands: Record<string, Command> = {
       "diffpure train classifier --export model.pt --out DIR                RobustBench's {'state_dict'} (torch.save)\n" +
       'diffpure train classifier --ship weights/x.safetensors --out DIR     weights, x.config.json, manifest x.json\n' +
       '\n' +
-      'diffpure train score [--config score_sde.json] [--out runs/score] [--steps 1000] [--batch 64] [--lr 2e-4]\n' +
-      '    [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed 0] [--limit N] [--checkpoint-every 100]\n' +
-      '    [--grid-every 1000] [--resume] [--json]\n' +
+      'diffpure train score [--data fmnist] [--data-dir DIR] [--config score_sde.json] [--out runs/score] [--steps 1000]\n' +
+      '    [--batch 64] [--lr 2e-4] [--warmup 5000] [--grad-clip 1] [--t-power 1] [--seed 0] [--limit N]\n' +
+      '    [--checkpoint-every 100] [--grid-every 1000] [--resume] [--json]\n' +
       "  score_sde's NCSN++ with its DSM loss, Adam and EMA; --t-power p draws t = eps + (1 - eps) u^p (more near 0).\n" +
       'diffpure train score --evaluate --out DIR [--classifier-weights weights/fmnist-classifier.safetensors[,RUN_DIR,...]]\n' +
       '    [--classifier-config P] [--t-star 0.1,0.2,0.3,0.5] [--dt 0.005] [--eval-limit 1000] [--eval-batch 100] [--seed 0]\n' +
