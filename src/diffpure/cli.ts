@@ -380,7 +380,8 @@ const commands: Record<string, Command> = {
       '  and prints standard and robust accuracy of DiffPure and of the bare classifier (mean ± std over seeds,\n' +
       "  DiffPure's min(rand, standard) where the protocol asks), with what produced every number.\n" +
       '  Writes to --out (default eval-runs/<protocol>): records.jsonl (one line per image x seed x attack, flushed\n' +
-      '  per batch), adv/*.npy (adversarial images), results.md, results.json and grid-<attack>.png.\n' +
+      '  per batch), adv/*.npy (adversarial images; AutoAttack runs leave their log beside them as adv/*.log),\n' +
+      '  results.md, results.json and grid-<attack>.png.\n' +
       '  Rerunning the same command resumes (after a crash or kill -9) and ends with the same numbers; a changed\n' +
       '  protocol or option refuses to resume into old records (--fresh discards them).\n' +
       '  --shard i/n (or a Slurm job array, or a Kubernetes Indexed Job: see docs/) runs shard i of n (the batches\n' +

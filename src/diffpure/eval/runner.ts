@@ -2,7 +2,7 @@
 // in as functions (the CLI loads checkpoints; tests pass small stand-ins), so the runner knows nothing of files
 // but its records and the adversarial images it keeps beside them.
 
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeNpy } from '../../nn/io/index.js';
 import type { Tensor } from '../../tensor/tensor.js';
@@ -81,6 +81,8 @@ function norms(x: Images, adv: Images): { linf: number[]; l2: number[] } {
 
 interface Outcome {
   adv: Images;
+  /** AutoAttack's own log lines (its output, as the official code prints it); empty for the other attacks. */
+  log: string[];
   correct: boolean[];
   robust: boolean[];
   settings: Record<string, unknown>;
@@ -120,11 +122,12 @@ async function attackUnit(
         bs: x.shape[0],
         verdict,
         sampleIds: ids,
-        log: () => {},
+        log: () => {}, // kept in res.log and written beside the adversarial images
         onStage: (e) => phase(`${e.attack}`),
       });
       return {
         adv: res.adv,
+        log: res.log,
         correct: (res.stages[0] as { robust: boolean[] }).robust,
         robust: res.robust,
         settings: {
@@ -149,6 +152,7 @@ async function attackUnit(
       });
       return {
         adv: res.adv,
+        log: [],
         correct: await cleanCheck(),
         robust: res.robust,
         settings: { ...o, verdict },
@@ -174,6 +178,7 @@ async function attackUnit(
       });
       return {
         adv: res.adv,
+        log: [],
         correct: res.classPath[0] as boolean[],
         robust: res.robust,
         settings: { ...o, verdict: 'BPDA+EOT defended after the last evaluation' },
@@ -199,7 +204,7 @@ async function attackUnit(
         verdict.rule === 'single'
           ? res.robust
           : await correctUnder(model, res.adv, y, ids, verdict, random, ['eval-verdict', spec.id]);
-      return { adv: res.adv, correct: await cleanCheck(), robust, settings: { ...o, verdict }, warnings: [] };
+      return { adv: res.adv, log: [], correct: await cleanCheck(), robust, settings: { ...o, verdict }, warnings: [] };
     }
   }
 }
@@ -311,6 +316,8 @@ export async function runEval(p: Protocol, models: EvalModels, data: EvalData, o
       const path = advPath(o.advDir, u);
       writeNpy(`${path}.tmp`, out.adv.data, out.adv.shape);
       renameSync(`${path}.tmp`, path);
+      // AutoAttack's log for this unit (timings vary, so it stays out of the records, which merge bit for bit)
+      if (out.log.length) writeFileSync(path.replace(/\.npy$/, '.log'), `${out.log.join('\n')}\n`);
     }
     o.records.append(samples, unit);
     unitsDone++;

@@ -47,6 +47,21 @@ beforeAll(async () => {
 }, 120_000);
 
 describe('eval runner', () => {
+  test("AutoAttack's log beside each AutoAttack unit's images, its accuracies those of the unit's records", () => {
+    const adv = join(dir, 'one', 'adv');
+    const u = { attack: 'aa-standard', target: 'diffpure', seed: 5, chunk: 0 };
+    const log = readFileSync(advPath(adv, u).replace(/\.npy$/, '.log'), 'utf8').split('\n');
+    expect(log[0]).toMatch(/^using /);
+    const rows = one.records.contents.samples.filter(
+      (s) => s.attack === u.attack && s.target === u.target && s.seed === u.seed && s.chunk === u.chunk,
+    );
+    const pct = (k: number) => `${((100 * k) / rows.length).toFixed(2)}%`;
+    expect(log).toContain(`initial accuracy: ${pct(rows.filter((s) => s.correct).length)}`);
+    expect(log).toContain(`robust accuracy: ${pct(rows.filter((s) => s.robust).length)}`);
+    // PGD-EOT has no log of its own: no file
+    expect(() => readFileSync(advPath(adv, { ...u, attack: 'pgd' }).replace(/\.npy$/, '.log'))).toThrow(/ENOENT/);
+  });
+
   test('one record per image x seed x attack x model, and the table from them', () => {
     const r = one.results;
     expect(r.complete).toBe(true);
