@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const assembly = join(root, 'src/tensor/cpu/wasm/assembly');
-const sources = ['gemm.ts', 'im2col.ts', 'elementwise.ts'].map((f) => join(assembly, f));
+const sources = ['gemm.ts', 'im2col.ts', 'elementwise.ts', 'winograd.ts'].map((f) => join(assembly, f));
 const out = join(root, 'src/tensor/cpu/wasm/kernels.generated.ts');
 /** Pages of 64 KiB: the largest a wasm32 memory can address (4 GiB). Shared memories must declare a maximum. */
 export const MAX_PAGES = 65536;

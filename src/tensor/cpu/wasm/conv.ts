@@ -14,6 +14,7 @@ import type { CpuArg } from '../kernel.js';
 import { partRange, runCalls, sgemmOnThreads, type ThreadPolicy, threadsFor } from './gemm.js';
 import type { WasmCall } from './pool.js';
 import type { WasmRuntime } from './runtime.js';
+import { winogradApplies, winogradConv2d, winogradConv2dInput } from './winograd.js';
 
 /** Columns one chunk aims for (a gemm this wide splits well across threads and amortises packing A). */
 const TARGET_COLUMNS = 4096;
@@ -116,6 +117,10 @@ export function wasmConv2d(
 ): void {
   const [x, w] = ins as [CpuArg, CpuArg];
   const d = dims(x.shape, w.shape, outShape, attrs);
+  if (winogradApplies(d)) {
+    winogradConv2d(rt, policy, ins, attrs, out, outShape);
+    return;
+  }
   const kk = d.cg * d.kh * d.kw;
   const p = d.oh * d.ow;
   const nb = chunkImages(d, kk);
@@ -153,6 +158,10 @@ export function wasmConv2dInput(
 ): void {
   const [gy, w] = ins as [CpuArg, CpuArg];
   const d = dims(outShape, w.shape, gy.shape, attrs);
+  if (winogradApplies(d)) {
+    winogradConv2dInput(rt, policy, ins, attrs, out, outShape);
+    return;
+  }
   const kk = d.cg * d.kh * d.kw;
   const p = d.oh * d.ow;
   const nb = chunkImages(d, kk);
