@@ -1,5 +1,5 @@
 // Winograd F(2x2, 3x3) convolutions (src/tensor/cpu/wasm/winograd.ts) against the JS reference kernels: the forward
-// convolution and its input gradient on random 3x3 stride-1 geometries (odd and even sizes, so tiles hang over the
+// convolution and its input and weight gradients on random 3x3 stride-1 geometries (odd and even sizes, so tiles hang over the
 // edge; paddings 0-2; groups; 1-3 threads), held to a float32 bound on the sums they compute; and the dispatch rule
 // (which convolutions take it).
 
@@ -31,31 +31,32 @@ const withKind = <R>(k: CpuKernelKind, fn: () => R): R => {
   }
 };
 
-/** conv2d's output and input gradient, and the float64 sums of |terms| each entry adds (the error scale). */
-function convAndGrad(x: T.Tensor, w: T.Tensor, opts: { padding: number; groups: number }, ctSeed: number) {
-  const { out, vjpFn, release } = T.vjp((a) => T.conv2d(a, w, undefined, opts), x);
+/** conv2d's output and both gradients, and the float64 sums of |terms| each entry adds (the error scale). */
+function convAndGrads(x: T.Tensor, w: T.Tensor, opts: { padding: number; groups: number }, ctSeed: number) {
+  const { out, vjpFn, release } = T.vjp((a, b) => T.conv2d(a, b, undefined, opts), x, w);
   const ct = T.randomNormal(out.shape, { seed: ctSeed });
-  const gx = vjpFn(ct)[0] as T.Tensor;
-  const r = { y: out.dataSync().slice(), gx: gx.dataSync().slice() };
+  const [gx, gw] = vjpFn(ct) as [T.Tensor, T.Tensor];
+  const r = { y: out.dataSync().slice(), gx: gx.dataSync().slice(), gw: gw.dataSync().slice() };
   release();
-  // |x| * |w| and |ct| * |w| through the same (reference) convolution give each entry's sum of |terms|
+  // |x|, |w| and |ct| through the same (reference) convolution give each entry's sum of |terms|
   const scale = withKind('js', () => {
     const ax = T.abs(x);
     const aw = T.abs(w);
     const act = T.abs(ct);
-    const s = T.vjp((a) => T.conv2d(a, aw, undefined, opts), ax);
+    const s = T.vjp((a, b) => T.conv2d(a, b, undefined, opts), ax, aw);
     const sy = s.out.dataSync().slice();
-    const sg = (s.vjpFn(act)[0] as T.Tensor).dataSync().slice();
+    const [sx, sw] = s.vjpFn(act) as [T.Tensor, T.Tensor];
+    const res = { y: sy, gx: sx.dataSync().slice(), gw: sw.dataSync().slice() };
     s.release();
     for (const t of [ax, aw, act]) t.dispose();
-    return { y: sy, gx: sg };
+    return res;
   });
   ct.dispose();
   return { ...r, scale };
 }
 
 describe('wasm Winograd F(2x2, 3x3) convolutions', () => {
-  test('forward and input gradient agree with the JS kernels on random geometry, 1-3 threads', () => {
+  test('forward, input and weight gradients agree with the JS kernels on random geometry, 1-3 threads', () => {
     const arb = fc.record({
       n: fc.integer({ min: 1, max: 4 }),
       groups: fc.constantFrom(1, 2),
@@ -76,9 +77,9 @@ describe('wasm Winograd F(2x2, 3x3) convolutions', () => {
         const opts = { padding: g.padding, groups: g.groups };
         const prev = configureGemm({ threads: g.threads, minThreadedMacs: 0, minThreadedDim: 0 });
         try {
-          const wino = withKind('wasm', () => convAndGrad(x, w, opts, g.seed + 2));
-          const ref = withKind('js', () => convAndGrad(x, w, opts, g.seed + 2));
-          for (const key of ['y', 'gx'] as const) {
+          const wino = withKind('wasm', () => convAndGrads(x, w, opts, g.seed + 2));
+          const ref = withKind('js', () => convAndGrads(x, w, opts, g.seed + 2));
+          for (const key of ['y', 'gx', 'gw'] as const) {
             const a = wino[key];
             const b = ref[key];
             const s = ref.scale[key];

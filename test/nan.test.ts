@@ -27,6 +27,8 @@ const CASES: [string, (x: T.Tensor, y: T.Tensor) => T.Tensor, number[]][] = [
   ['erf', (x) => T.erf(x), [N, 0.8427007794380188, -0.8427007794380188, 0.9953222870826721]],
   ['gelu', (x) => T.gelu(x), [N, 0.8413447141647339, -0.1586552858352661, 1.9544999599456787]],
   ['silu', (x) => T.silu(x), [N, 0.7310585975646973, -0.2689414322376251, 1.7615940570831299]],
+  // relu's backward: torch.ops.aten.threshold_backward(y, x, 0)
+  ['reluGrad(y, x)', (x, y) => T.reluGrad(y, x), [1, N, 0, 3]],
   // torch.where takes a bool condition, and bool(nan) is True
   ['where(x, 1, 2)', (x) => T.where(x, 1, 2), [1, 1, 1, 1]],
   // 1000 elements in one row: the webgpu reduction takes its workgroup path (tree merge)

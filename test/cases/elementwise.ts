@@ -99,6 +99,7 @@ export const binary: OpCase[] = [
   bin('maximum', T.maximum, untiedPair()),
   bin('minimum', T.minimum, untiedPair()),
   bin('siluGrad', T.siluGrad, twoInputs([-2, 2], [-4, 4])),
+  bin('reluGrad', T.reluGrad, twoInputs([-2, 2], [-2, 2], [0])),
   ...(
     [
       ['eq', T.eq],

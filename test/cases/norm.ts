@@ -28,7 +28,33 @@ const rowsOf = (lead: fc.Arbitrary<number[]>, n: fc.Arbitrary<number>) =>
 
 const f = ([x]: T.Tensor[], p: NormP) => T.normalizeLastAxis(x as T.Tensor, p.eps);
 
+/** [N, C, ...] with 0-2 trailing axes: a channel holds N x S elements (1 among them: var 0). */
+const channelsArb = fc
+  .tuple(
+    fc.integer({ min: 1, max: 4 }),
+    fc.integer({ min: 1, max: 5 }),
+    fc.array(fc.integer({ min: 1, max: 9 }), { maxLength: 2 }),
+    epsArb,
+  )
+  .chain(([n, c, rest, eps]) => tensorArb([n, c, ...rest]).map((x) => ({ x, eps })));
+
 export const normCases: OpCase<NormP>[] = [
+  {
+    // batch norm's training normalisation (BatchNorm2d runs on it), statistics over every axis but 1
+    name: 'normalizeChannels: [N, C], [N, C, L], [N, C, H, W]',
+    arb: channelsArb.map(({ x, eps }) => ({ inputs: [x], params: { eps } })),
+    f: ([x], p) => T.normalizeChannels(x as T.Tensor, p.eps),
+    tolFd: 1e-5, // near-constant channels at eps 1e-6, as for normalizeLastAxis below
+  },
+  {
+    // its fused backward, and that backward's own VJP (derived by hand in prims/norm.ts): x and g both differentiated
+    name: 'normalizeChannelsGrad: x and the cotangent g',
+    arb: channelsArb.chain(({ x, eps }) =>
+      tensorArb(x.shape as number[]).map((g) => ({ inputs: [x, g], params: { eps } })),
+    ),
+    f: ([x, g], p) => T.normalizeChannelsGrad(x as T.Tensor, g as T.Tensor, p.eps),
+    tolFd: 1e-5,
+  },
   {
     name: 'normalizeLastAxis: short rows (1, 3, 17, 33, 65 among them), 0-3 leading axes',
     arb: rowsOf(shapeArb(0, 3, 64, 17), dimArb(65)),

@@ -117,21 +117,24 @@ export class BatchNorm2d extends Module {
     }
     const axes = [0, 2, 3];
     const n = x.size / this.numFeatures;
-    const mean = T.mean(x, axes);
-    const varB = T.variance(x, axes, { correction: 0 });
     const m = this.momentum;
+    // the running buffers take no gradient; the output's statistics are recomputed inside the fused normalisation
     const updates = noGrad(() =>
-      T.tidy(() => [
-        T.add(T.mul(this.runningMean.value, 1 - m), T.mul(mean, m)),
-        T.add(T.mul(this.runningVar.value, 1 - m), T.mul(varB, (m * n) / Math.max(n - 1, 1))),
-        T.add(this.numBatchesTracked.value, 1),
-      ]),
+      T.tidy(() => {
+        const mean = T.mean(x, axes);
+        const varB = T.variance(x, axes, { correction: 0 });
+        return [
+          T.add(T.mul(this.runningMean.value, 1 - m), T.mul(mean, m)),
+          T.add(T.mul(this.runningVar.value, 1 - m), T.mul(varB, (m * n) / Math.max(n - 1, 1))),
+          T.add(this.numBatchesTracked.value, 1),
+        ];
+      }),
     );
     [this.runningMean, this.runningVar, this.numBatchesTracked].forEach((p, i) => {
       p.value.dispose();
       p.value = T.keep(updates[i] as T.Tensor);
     });
-    return T.batchNorm(x, mean, varB, this.weight.value, this.bias.value, this.eps);
+    return T.batchNormTraining(x, this.weight.value, this.bias.value, this.eps);
   }
 }
 

@@ -5,7 +5,7 @@
 // against (test/norm.test.ts, test/webgpu/norm.test.ts) and benchmarked against (bench/norm.ts).
 
 import { add, mul, rsqrt, square, sub } from '../prims/elementwise.js';
-import { normalizeLastAxis } from '../prims/norm.js';
+import { normalizeChannels, normalizeLastAxis } from '../prims/norm.js';
 import { mean, sum } from '../prims/reduce.js';
 import { reshape } from '../prims/shape.js';
 import { fmt, normAxes, type Shape, shapesEqual, sizeOf } from '../shape.js';
@@ -127,6 +127,19 @@ export const groupNorm = (x: Tensor, numGroups: number, weight?: Tensor, bias?: 
 /** groupNorm on the unfused composite (the reference). */
 export const groupNormComposite = (x: Tensor, numGroups: number, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor =>
   groupNormWith(composite, x, numGroups, weight, bias, eps);
+
+/**
+ * torch.nn.functional.batch_norm in training mode: each channel (axis 1) normalised by its own batch statistics
+ * (biased variance) on the fused normalizeChannels, then weight and bias. The running buffers are the caller's
+ * (BatchNorm2d updates them).
+ */
+export function batchNormTraining(x: Tensor, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+  if (x.rank < 2) throw new Error(`batchNormTraining: x must be [N, C, ...], got ${fmt(x.shape)}`);
+  const c = x.shape[1] as number;
+  checkParam('batchNormTraining', 'weight', weight, [c]);
+  checkParam('batchNormTraining', 'bias', bias, [c]);
+  return channelAffine(normalizeChannels(x, eps), weight, bias);
+}
 
 /** torch.nn.functional.batch_norm in inference mode: running statistics per channel (axis 1). */
 export function batchNorm(

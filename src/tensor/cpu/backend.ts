@@ -43,6 +43,8 @@ const WRITES_ALL = new Set([
   'matmul',
   'conv2d',
   'normalizeLastAxis',
+  'normalizeChannels',
+  'normalizeChannelsGrad',
 ]);
 
 function fresh(dtype: DType, n: number): TypedArray {

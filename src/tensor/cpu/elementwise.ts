@@ -104,6 +104,8 @@ export const BINARY_FNS: Record<BinaryOp, (a: number, b: number) => number> = {
     const s = sigmoid(x);
     return g * (s * (1 + x * (1 - s)));
   },
+  // threshold_backward: x <= 0 ? 0 : g (a NaN x fails the test and passes g)
+  reluGrad: (g, x) => (x <= 0 ? 0 : g),
   eq: (a, b) => +(a === b),
   ne: (a, b) => +(a !== b),
   lt: (a, b) => +(a < b),

@@ -1,4 +1,5 @@
-// normalizeLastAxis on cpu: per row, the mean and then the variance of the deviations (two
+// normalizeLastAxis, normalizeChannels and its backward on cpu.
+// normalizeLastAxis: per row, the mean and then the variance of the deviations (two
 // passes), both accumulated in float64 whatever the dtype, so a float32 output carries one
 // rounding. Two passes rather than E[x^2] - E[x]^2: the one-pass form cancels when |mean| >> std.
 
@@ -36,4 +37,110 @@ const normalizeLastAxis: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape)
   }
 };
 
-export const normKernels: Record<string, CpuKernel> = { normalizeLastAxis };
+/**
+ * Per-channel statistics of x [N, C, S...] (S = the trailing axes flattened): the mean and rsqrt(var + eps), in one
+ * float64 pass over values shifted by the channel's first element k: var = mean((x - k)^2) - mean(x - k)^2. With k
+ * inside the channel's spread the subtraction loses about (|mean - k| / std)^2 eps64 relative, nothing at float32's
+ * scale, and one pass instead of two is a third of batch norm's cpu time. Sums run per row of S, then over rows.
+ */
+function channelStats(
+  x: ArrayLike<number>,
+  n: number,
+  c: number,
+  s: number,
+  eps: number,
+): [Float64Array, Float64Array] {
+  const sum = new Float64Array(c);
+  const sq = new Float64Array(c);
+  const count = n * s;
+  for (let b = 0; b < n; b++) {
+    for (let ch = 0; ch < c; ch++) {
+      const o = (b * c + ch) * s;
+      const k = x[ch * s] as number;
+      let a = 0;
+      let a2 = 0;
+      for (let i = 0; i < s; i++) {
+        const d = (x[o + i] as number) - k;
+        a += d;
+        a2 += d * d;
+      }
+      sum[ch] = (sum[ch] as number) + a;
+      sq[ch] = (sq[ch] as number) + a2;
+    }
+  }
+  const mean = new Float64Array(c);
+  const rstd = new Float64Array(c);
+  for (let ch = 0; ch < c; ch++) {
+    const md = (sum[ch] as number) / count;
+    const v = Math.max(0, (sq[ch] as number) / count - md * md);
+    mean[ch] = (x[ch * s] as number) + md;
+    rstd[ch] = 1 / Math.sqrt(v + eps);
+  }
+  return [mean, rstd];
+}
+
+function channelDims(shape: readonly number[]): [number, number, number] {
+  const n = shape[0] as number;
+  const c = shape[1] as number;
+  let s = 1;
+  for (let i = 2; i < shape.length; i++) s *= shape[i] as number;
+  return [n, c, s];
+}
+
+/** normalizeChannels: y = (x - mean_c) rstd_c. */
+const normalizeChannels: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
+  const x = (ins[0] as CpuArg).data;
+  const [n, c, s] = channelDims(outShape);
+  if (n * c * s === 0) return;
+  const [mean, rstd] = channelStats(x, n, c, s, attrs.eps);
+  for (let b = 0; b < n; b++) {
+    for (let ch = 0; ch < c; ch++) {
+      const o = (b * c + ch) * s;
+      const m = mean[ch] as number;
+      const r = rstd[ch] as number;
+      for (let i = 0; i < s; i++) out[o + i] = ((x[o + i] as number) - m) * r;
+    }
+  }
+};
+
+/** normalizeChannelsGrad: dx = rstd (g - mean(g) - y mean(g y)) per channel, y recomputed from x. */
+const normalizeChannelsGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
+  const x = (ins[0] as CpuArg).data;
+  const g = (ins[1] as CpuArg).data;
+  const [n, c, s] = channelDims(outShape);
+  if (n * c * s === 0) return;
+  const [mean, rstd] = channelStats(x, n, c, s, attrs.eps);
+  const gSum = new Float64Array(c);
+  const gySum = new Float64Array(c);
+  for (let b = 0; b < n; b++) {
+    for (let ch = 0; ch < c; ch++) {
+      const o = (b * c + ch) * s;
+      const m = mean[ch] as number;
+      let a = 0;
+      let ay = 0;
+      for (let i = 0; i < s; i++) {
+        const gi = g[o + i] as number;
+        a += gi;
+        ay += gi * ((x[o + i] as number) - m);
+      }
+      gSum[ch] = (gSum[ch] as number) + a;
+      gySum[ch] = (gySum[ch] as number) + ay * (rstd[ch] as number);
+    }
+  }
+  const count = n * s;
+  for (let b = 0; b < n; b++) {
+    for (let ch = 0; ch < c; ch++) {
+      const o = (b * c + ch) * s;
+      const m = mean[ch] as number;
+      const r = rstd[ch] as number;
+      const gm = (gSum[ch] as number) / count;
+      const gym = (gySum[ch] as number) / count;
+      for (let i = 0; i < s; i++) {
+        const y = ((x[o + i] as number) - m) * r;
+        out[o + i] = r * ((g[o + i] as number) - gm - y * gym);
+      }
+    }
+  }
+};
+
+export const normKernels: Record<string, CpuKernel> = { normalizeLastAxis, normalizeChannels, normalizeChannelsGrad };

@@ -144,6 +144,7 @@ const BINARY_WGSL: Record<BinaryOp, string> = {
   maximum: 'select(select(select(v1, v0, v0 >= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
   minimum: 'select(select(select(v1, v0, v0 <= v1), v1, isnan_f(v1)), v0, isnan_f(v0))',
   siluGrad: 'v0 * (sigmoid_f(v1) * (1.0 + v1 * (1.0 - sigmoid_f(v1))))',
+  reluGrad: 'select(v0, 0.0, v1 <= 0.0)',
   eq: 'select(0.0, 1.0, v0 == v1)',
   ne: 'select(0.0, 1.0, v0 != v1 || isnan_f(v0) || isnan_f(v1))', // lavapipe compiled != as ordered
   lt: 'select(0.0, 1.0, v0 < v1)',

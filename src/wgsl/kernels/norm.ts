@@ -117,4 +117,97 @@ const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape
   );
 };
 
-export const normKernels: Record<string, WgslKernel> = { normalizeLastAxis };
+/**
+ * normalizeChannels (grad = false) and normalizeChannelsGrad (grad = true): the same row kernel with a channel as the
+ * row. Channel c's n = N*S elements sit at (i / S)*C*S + c*S + i % S; params [C, n, eps, S]. The backward recomputes
+ * the statistics from x (in0), sums g (in1) and g y in one sweep, then writes rstd (g - mean(g) - y mean(g y)).
+ */
+function channelCode(lanes: number, wg: number, grad: boolean): string {
+  const kahan = (acc: string, comp: string, v: string) => `{
+    let y_ = (${v}) - ${comp};
+    let t_ = ${acc} + y_;
+    ${comp} = (t_ - ${acc}) - y_;
+    ${acc} = t_;
+  }`;
+  return `${PARAMS_WGSL}${bindingsWgsl(grad ? 2 : 1)}
+${lanes === 1 ? ROW_SUM_1 : rowSumTree(lanes, wg)}
+fn at(row: u32, i: u32) -> u32 {
+  let s = P(3u);
+  return (i / s) * P(0u) * s + row * s + i % s;
+}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.y * nwg.x + wid.x) * ${wg / lanes}u + lid / ${lanes}u;
+  let lane = lid % ${lanes}u;
+  // invocations past the last channel still take part in every barrier, over an empty row
+  let n = select(0u, P(1u), row < P(0u));
+  var k = 0.0;
+  if (n > 0u) { k = in0[at(row, 0u)]; }
+  var acc = 0.0;
+  var comp = 0.0;
+  for (var i = lane; i < n; i += ${lanes}u) ${kahan('acc', 'comp', 'in0[at(row, i)] - k')}
+  let m = row_sum(lid, lane, acc - comp) / f32(n);
+  acc = 0.0;
+  comp = 0.0;
+  for (var i = lane; i < n; i += ${lanes}u) {
+    let d = (in0[at(row, i)] - k) - m;
+    ${kahan('acc', 'comp', 'd * d')}
+  }
+  let rstd = 1.0 / sqrt(row_sum(lid, lane, acc - comp) / f32(n) + PF(2u));
+${
+  grad
+    ? `  var ga = 0.0;
+  var gc = 0.0;
+  var gya = 0.0;
+  var gyc = 0.0;
+  for (var i = lane; i < n; i += ${lanes}u) {
+    let j = at(row, i);
+    let g = in1[j];
+    ${kahan('ga', 'gc', 'g')}
+    ${kahan('gya', 'gyc', 'g * (((in0[j] - k) - m) * rstd)')}
+  }
+  let gm = row_sum(lid, lane, ga - gc) / f32(n);
+  let gym = row_sum(lid, lane, gya - gyc) / f32(n);
+  for (var i = lane; i < n; i += ${lanes}u) {
+    let j = at(row, i);
+    let y = ((in0[j] - k) - m) * rstd;
+    out[j] = rstd * ((in1[j] - gm) - y * gym);
+  }`
+    : `  for (var i = lane; i < n; i += ${lanes}u) {
+    let j = at(row, i);
+    out[j] = ((in0[j] - k) - m) * rstd;
+  }`
+}
+}
+`;
+}
+
+function channelKernel(grad: boolean): WgslKernel {
+  return (ctx, ins, attrs: NormalizeAttrs, outShape, out) => {
+    const c = outShape[1] as number;
+    const s = sizeOf(outShape.slice(2));
+    const n = (outShape[0] as number) * s;
+    if (c * n === 0) return;
+    const wg = normTuning.wg;
+    const lanes = normLanes(n, wg);
+    const name = grad ? 'normalizeChannelsGrad' : 'normalizeChannels';
+    ctx.dispatch(
+      {
+        key: `${name}:l${lanes}:w${wg}`,
+        nInputs: grad ? 2 : 1,
+        grid: grid1d(c, wg / lanes),
+        params: [c, n, f32bits(attrs.eps), s],
+        code: () => channelCode(lanes, wg, grad),
+      },
+      ins.map((t) => bufOf(t)),
+      out,
+    );
+  };
+}
+
+export const normKernels: Record<string, WgslKernel> = {
+  normalizeLastAxis,
+  normalizeChannels: channelKernel(false),
+  normalizeChannelsGrad: channelKernel(true),
+};

@@ -14,7 +14,7 @@ import type { CpuArg } from '../kernel.js';
 import { partRange, runCalls, sgemmOnThreads, type ThreadPolicy, threadsFor } from './gemm.js';
 import type { WasmCall } from './pool.js';
 import type { WasmRuntime } from './runtime.js';
-import { winogradApplies, winogradConv2d, winogradConv2dInput } from './winograd.js';
+import { winogradApplies, winogradConv2d, winogradConv2dInput, winogradConv2dWeight } from './winograd.js';
 
 /** Columns one chunk aims for (a gemm this wide splits well across threads and amortises packing A). */
 const TARGET_COLUMNS = 4096;
@@ -200,6 +200,10 @@ export function wasmConv2dWeight(
 ): void {
   const [x, gy] = ins as [CpuArg, CpuArg];
   const d = dims(x.shape, attrs.wShape, gy.shape, attrs);
+  if (winogradApplies(d)) {
+    winogradConv2dWeight(rt, policy, ins, attrs, out);
+    return;
+  }
   const kk = d.cg * d.kh * d.kw;
   const p = d.oh * d.ow;
   const nb = chunkImages(d, kk);

@@ -23,6 +23,7 @@ export const CALLABLE = [
   'col2imImages',
   'winogradInputImages',
   'winogradOutputImages',
+  'winogradGradOutputImages',
   'sgemmBatch',
   'expF32',
   'sigmoidF32',

@@ -41,7 +41,9 @@ export interface WasmExports {
   winogradInputImages(...args: number[]): void;
   /** winogradOutputImages(m, ld, xiStride, count, k, oh, ow, tH, tW, y, yStep). */
   winogradOutputImages(...args: number[]): void;
-  /** sgemmBatch(count, m, n, k, a, aStep, lda, b, bStep, ldb, c, cStep, ldc, work). */
+  /** winogradGradOutputImages(gy, gyStep, count, k, oh, ow, tH, tW, mg, ld, xiStride, scratch). */
+  winogradGradOutputImages(...args: number[]): void;
+  /** sgemmBatch(count, m, n, k, a, aStep, lda, b, bStep, ldb, transB, c, cStep, ldc, accumulate, work). */
   sgemmBatch(...args: number[]): void;
   reluF32(x: number, out: number, n: number): void;
   expF32(x: number, out: number, n: number): void;
@@ -63,7 +65,7 @@ export const WASM_UNARY = {
 } as const;
 
 /** Opcodes of binaryRowF32. */
-export const WASM_BINARY = { add: 0, sub: 1, mul: 2, div: 3, siluGrad: 4 } as const;
+export const WASM_BINARY = { add: 0, sub: 1, mul: 2, div: 3, siluGrad: 4, reluGrad: 5 } as const;
 
 /** A float32 gemm on arena pointers: C (+)= op(A) op(B); the fields of GemmArgs with byte addresses for arrays. */
 export interface SgemmJob {

@@ -1,14 +1,16 @@
 // 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) on the wasm kernels (assembly/winograd.ts holds the transforms
 // and says the algorithm): 16 gemms of K x C x tiles instead of one of K x 9C x pixels, 2.25x fewer multiply-adds.
 // The forward convolution and its input gradient both qualify (the input gradient of a 3x3 stride-1 convolution with
-// padding p is the convolution of the output gradient with the flipped, transposed filter at padding 2 - p); the
-// weight gradient stays on im2col (conv.ts). Transforms are split across threads by channels, the 16 gemms by xi.
+// padding p is the convolution of the output gradient with the flipped, transposed filter at padding 2 - p). The
+// weight gradient is the same algorithm run backwards: dU[xi] = sum over tiles of (A dY A^T)[xi] (B^T d B)[xi]^T, 16
+// gemms that reduce over the tiles, then dW = G^T dU G. Transforms are split across threads by channels, the 16 gemms
+// by xi.
 //
 // Numerics: the transforms only add and subtract (and halve, in the filter transform, done in float64), so the error
 // stays a small multiple of the im2col path's; test/cpu-wasm-winograd.test.ts holds it to the same bound on random
 // shapes, tile edges included.
 
-import type { ConvGeom, ConvInputAttrs } from '../../prims/conv.js';
+import type { ConvGeom, ConvInputAttrs, ConvWeightAttrs } from '../../prims/conv.js';
 import type { Shape } from '../../shape.js';
 import { type Dims, dims } from '../im2col.js';
 import type { CpuArg } from '../kernel.js';
@@ -159,7 +161,8 @@ function run(
         const a = [uPtr + 4 * q0 * p.kout * p.cin, 4 * p.kout * p.cin, p.cin];
         const b = [vPtr + 4 * q0 * p.cin * ld, 4 * p.cin * ld, ld];
         const c = [mPtr + 4 * q0 * p.kout * ld, 4 * p.kout * ld, ld];
-        mm.push({ fn: 'sgemmBatch', args: [q1 - q0, p.kout, ld, p.cin, ...a, ...b, ...c, rt.workspace(mm.length)] });
+        const args = [q1 - q0, p.kout, ld, p.cin, ...a, ...b, 0, ...c, 0, rt.workspace(mm.length)];
+        mm.push({ fn: 'sgemmBatch', args });
       }
       runCalls(rt, mm);
       // Y = A^T M A into the output images, channels split across threads
@@ -238,4 +241,113 @@ export function winogradConv2dInput(
   const filt = (gi: number) => (c: number, k: number, i: number, j: number) =>
     wd[(((gi * d.og + k) * d.cg + c) * 3 + (2 - i)) * 3 + (2 - j)] as number;
   run(rt, policy, gy.data as Float32Array, plan, filt, out);
+}
+
+/**
+ * conv2d's weight gradient by Winograd: dU[xi] (og x cg) = sum over images and tiles of Mg[xi] V[xi]^T, with V the
+ * forward input transform and Mg = A dY A^T of the output gradient's 2x2 tiles, then dW = G^T dU G per filter, in
+ * float64. The caller checked winogradApplies.
+ */
+export function winogradConv2dWeight(
+  rt: WasmRuntime,
+  policy: ThreadPolicy,
+  ins: readonly CpuArg[],
+  attrs: ConvWeightAttrs,
+  out: Float32Array,
+): void {
+  const [x, gy] = ins as [CpuArg, CpuArg];
+  const d = dims(x.shape, attrs.wShape, gy.shape, attrs);
+  const cin = d.cg;
+  const kout = d.og;
+  const tH = Math.ceil(d.oh / 2);
+  const tW = Math.ceil(d.ow / 2);
+  const tiles = tH * tW;
+  const perImage = 16 * (cin + kout) * tiles * 4;
+  let nb = Math.max(1, Math.min(d.n, Math.ceil(TARGET_TILES / tiles)));
+  while (nb > 1 && nb * perImage > MAX_CHUNK_BYTES) nb--;
+  const macs = 16 * kout * cin * d.n * tiles;
+  const threads = policy.threads > 1 && macs >= policy.minThreadedMacs ? policy.threads : 1;
+  rt.reset(threads);
+  const xd = x.data as Float32Array;
+  const gyd = gy.data as Float32Array;
+  const xPtr = rt.alloc(4 * xd.length);
+  const gyPtr = rt.alloc(4 * gyd.length);
+  const vPtr = rt.alloc(4 * 16 * cin * nb * tiles);
+  const mPtr = rt.alloc(4 * 16 * kout * nb * tiles);
+  const duPtr = rt.alloc(4 * 16 * kout * cin);
+  rt.f32(xPtr, xd.length).set(xd);
+  rt.f32(gyPtr, gyd.length).set(gyd);
+  const inImage = 4 * d.c * d.h * d.w;
+  const outImage = 4 * d.o * d.oh * d.ow;
+  const [ph, pw] = attrs.padding;
+  for (let gi = 0; gi < attrs.groups; gi++) {
+    for (let b0 = 0; b0 < d.n; b0 += nb) {
+      const cnt = Math.min(nb, d.n - b0);
+      const ld = cnt * tiles;
+      // V = B^T d B of the input, then Mg = A dY A^T of the output gradient, channels split across threads
+      const vIn: WasmCall[] = [];
+      const partsIn = Math.min(threads, cin);
+      for (let t = 0; t < partsIn; t++) {
+        const [c0, c1] = partRange(cin, partsIn, t);
+        if (c1 <= c0) continue;
+        const xAt = xPtr + inImage * b0 + 4 * (gi * cin + c0) * d.h * d.w;
+        const args = [xAt, inImage, cnt, c1 - c0, d.h, d.w, ph, pw, tH, tW, vPtr + 4 * c0 * ld, ld, cin * ld];
+        vIn.push({ fn: 'winogradInputImages', args: [...args, rt.workspace(vIn.length)] });
+      }
+      runCalls(rt, vIn);
+      const mg: WasmCall[] = [];
+      const partsG = Math.min(threads, kout);
+      for (let t = 0; t < partsG; t++) {
+        const [k0, k1] = partRange(kout, partsG, t);
+        if (k1 <= k0) continue;
+        const gAt = gyPtr + outImage * b0 + 4 * (gi * kout + k0) * d.oh * d.ow;
+        const args = [gAt, outImage, cnt, k1 - k0, d.oh, d.ow, tH, tW, mPtr + 4 * k0 * ld, ld, kout * ld];
+        mg.push({ fn: 'winogradGradOutputImages', args: [...args, rt.workspace(mg.length)] });
+      }
+      runCalls(rt, mg);
+      // dU[xi] (+)= Mg[xi] V[xi]^T, the 16 products shared out by xi
+      const mm: WasmCall[] = [];
+      const partsMm = Math.min(threads, 16);
+      for (let t = 0; t < partsMm; t++) {
+        const [q0, q1] = partRange(16, partsMm, t);
+        if (q1 <= q0) continue;
+        const a = [mPtr + 4 * q0 * kout * ld, 4 * kout * ld, ld];
+        const b = [vPtr + 4 * q0 * cin * ld, 4 * cin * ld, ld];
+        const c = [duPtr + 4 * q0 * kout * cin, 4 * kout * cin, cin];
+        const args = [q1 - q0, kout, cin, ld, ...a, ...b, 1, ...c, b0 > 0 ? 1 : 0, rt.workspace(mm.length)];
+        mm.push({ fn: 'sgemmBatch', args });
+      }
+      runCalls(rt, mm);
+    }
+    // dW = G^T dU G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
+    const du = rt.f32(duPtr, 16 * kout * cin);
+    const plane = kout * cin;
+    const t = new Float64Array(12);
+    for (let k = 0; k < kout; k++) {
+      for (let c = 0; c < cin; c++) {
+        const at = k * cin + c;
+        // G^T dU: 3 x 4
+        for (let j = 0; j < 4; j++) {
+          const u0 = du[j * plane + at] as number;
+          const u1 = du[(4 + j) * plane + at] as number;
+          const u2 = du[(8 + j) * plane + at] as number;
+          const u3 = du[(12 + j) * plane + at] as number;
+          t[j] = u0 + 0.5 * (u1 + u2);
+          t[4 + j] = 0.5 * (u1 - u2);
+          t[8 + j] = 0.5 * (u1 + u2) + u3;
+        }
+        // (G^T dU) G: 3 x 3
+        const o = ((gi * kout + k) * cin + c) * 9;
+        for (let i = 0; i < 3; i++) {
+          const r0 = t[4 * i] as number;
+          const r1 = t[4 * i + 1] as number;
+          const r2 = t[4 * i + 2] as number;
+          const r3 = t[4 * i + 3] as number;
+          out[o + 3 * i] = r0 + 0.5 * (r1 + r2);
+          out[o + 3 * i + 1] = 0.5 * (r1 - r2);
+          out[o + 3 * i + 2] = 0.5 * (r1 + r2) + r3;
+        }
+      }
+    }
+  }
 }

@@ -98,6 +98,7 @@ function op4(op: i32, a: v128, b: v128): v128 {
   if (op == 1) return f32x4.sub(a, b);
   if (op == 2) return f32x4.mul(a, b);
   if (op == 4) return siluGrad4(a, b);
+  if (op == 5) return v128.andnot(a, f32x4.le(b, f32x4.splat(0))); // a where b <= 0 fails (NaN b included)
   return f32x4.div(a, b);
 }
 
@@ -109,12 +110,13 @@ function op1(op: i32, a: f32, b: f32): f32 {
   if (op == 2) return a * b;
   // the vector formula on lane 0, so a row's tail rounds as its body does
   if (op == 4) return f32x4.extract_lane(siluGrad4(f32x4.splat(a), f32x4.splat(b)), 0);
+  if (op == 5) return b <= 0 ? 0 : a;
   return a / b;
 }
 
 /**
  * One row of a broadcasting binary op: out[i] = a[i*sa] op b[i*sb] for i < n, op 0 add, 1 sub, 2 mul, 3 div,
- * 4 siluGrad (a silu'(b));
+ * 4 siluGrad (a silu'(b)), 5 reluGrad (a where b > 0 or NaN, else 0);
  * sa, sb are element strides (0 for a broadcast operand). Contiguous and scalar operands run four lanes at a time.
  */
 export function binaryRowF32(op: i32, a: usize, sa: i32, b: usize, sb: i32, out: usize, n: i32): void {

@@ -237,8 +237,9 @@ function storeRow(p: usize, a0: v128, a1: v128, n: i32): void {
 }
 
 /**
- * `count` independent gemms C_q = A_q B_q (q = 0..count-1, operands `aStep`, `bStep`, `cStep` bytes apart), none
- * transposed, on one thread: the 16 products of a Winograd convolution, shared out among threads by q.
+ * `count` independent gemms C_q (+)= A_q op(B_q) (q = 0..count-1, operands `aStep`, `bStep`, `cStep` bytes apart) on
+ * one thread: the 16 products of a Winograd convolution, shared out among threads by q. B_q is transposed when
+ * `transB` (the weight gradient's M V^T); C_q is added to when `accumulate`.
  */
 export function sgemmBatch(
   count: i32,
@@ -251,13 +252,110 @@ export function sgemmBatch(
   b: usize,
   bStep: i32,
   ldb: i32,
+  transB: bool,
   c: usize,
   cStep: i32,
   ldc: i32,
+  accumulate: bool,
   work: usize,
 ): void {
   for (let q = 0; q < count; q++) {
     const o = <usize>q;
-    sgemm(m, n, k, a + o * <usize>aStep, lda, false, b + o * <usize>bStep, ldb, false, c + o * <usize>cStep, ldc, false, work);
+    const aq = a + o * <usize>aStep;
+    const bq = b + o * <usize>bStep;
+    sgemm(m, n, k, aq, lda, false, bq, ldb, transB, c + o * <usize>cStep, ldc, accumulate, work);
+  }
+}
+
+/**
+ * The weight gradient's transform of the output gradient: Mg = A dY A^T for every 2x2 tile dY of `count` images of
+ * `k` channels (oh x ow, zero past the edge), A = [1 0; 1 1; 1 -1; 0 -1], into Mg[xi][ki][col] laid out as V. Then
+ * dU[xi] = sum over tiles of Mg[xi] V[xi]^T and the filter gradient is G^T dU G (done in JS).
+ * `scratch`: 4 * rowFloats(tW) floats of this thread's memory.
+ */
+export function winogradGradOutputImages(
+  gy: usize,
+  gyStep: i32,
+  count: i32,
+  k: i32,
+  oh: i32,
+  ow: i32,
+  tH: i32,
+  tW: i32,
+  mg: usize,
+  ld: i32,
+  xiStride: i32,
+  scratch: usize,
+): void {
+  const L = <usize>rowFloats(tW) << 2;
+  const plane = <usize>xiStride << 2;
+  for (let b = 0; b < count; b++) {
+    const img = gy + <usize>b * <usize>gyStep;
+    const col0 = b * tH * tW;
+    for (let ki = 0; ki < k; ki++) {
+      const chan = img + ((<usize>ki * oh * ow) << 2);
+      for (let ty = 0; ty < tH; ty++) {
+        // the tile row's two output rows, split into even and odd columns: E0 O0 E1 O1, zero past the edge
+        for (let r = 0; r < 2; r++) {
+          const e = scratch + <usize>(2 * r) * L;
+          const o = e + L;
+          const oy = 2 * ty + r;
+          if (oy >= oh) {
+            memory.fill(e, 0, 2 * L);
+            continue;
+          }
+          const src = chan + ((<usize>oy * ow) << 2);
+          for (let t = 0; t < tW; t++) {
+            const ce = 2 * t;
+            store<f32>(e + (<usize>t << 2), load<f32>(src + (<usize>ce << 2)));
+            store<f32>(o + (<usize>t << 2), ce + 1 < ow ? load<f32>(src + (<usize>(ce + 1) << 2)) : 0);
+          }
+        }
+        const dst = mg + ((<usize>(ki * ld + col0 + ty * tW)) << 2);
+        for (let tx = 0; tx < tW; tx += 4) {
+          const t4 = <usize>tx << 2;
+          const e0 = v128.load(scratch + t4);
+          const o0 = v128.load(scratch + L + t4);
+          const e1 = v128.load(scratch + 2 * L + t4);
+          const o1 = v128.load(scratch + 3 * L + t4);
+          // A dY down the rows: t0 = r0, t1 = r0 + r1, t2 = r0 - r1, t3 = -r1 (even and odd columns alike)
+          const zero = f32x4.splat(0);
+          const te1 = f32x4.add(e0, e1);
+          const to1 = f32x4.add(o0, o1);
+          const te2 = f32x4.sub(e0, e1);
+          const to2 = f32x4.sub(o0, o1);
+          const te3 = f32x4.sub(zero, e1);
+          const to3 = f32x4.sub(zero, o1);
+          // (A dY) A^T along the columns: j = 0: e, 1: e + o, 2: e - o, 3: -o
+          const p = dst + t4;
+          const n = min(4, tW - tx);
+          tileRow(p, plane, 0, e0, o0, n);
+          tileRow(p, plane, 4, te1, to1, n);
+          tileRow(p, plane, 8, te2, to2, n);
+          tileRow(p, plane, 12, te3, to3, n);
+        }
+      }
+    }
+  }
+}
+
+/** Planes xi0 .. xi0 + 3 of one row i of A dY A^T from its even (e) and odd (o) columns: e, e + o, e - o, -o. */
+// @ts-ignore: decorator
+@inline
+function tileRow(p: usize, plane: usize, xi0: i32, e: v128, o: v128, n: i32): void {
+  const q = p + <usize>xi0 * plane;
+  const v1 = f32x4.add(e, o);
+  const v2 = f32x4.sub(e, o);
+  const v3 = f32x4.sub(f32x4.splat(0), o);
+  if (n == 4) {
+    v128.store(q, e);
+    v128.store(q + plane, v1);
+    v128.store(q + 2 * plane, v2);
+    v128.store(q + 3 * plane, v3);
+  } else {
+    storeLanes(q, e, n);
+    storeLanes(q + plane, v1, n);
+    storeLanes(q + 2 * plane, v2, n);
+    storeLanes(q + 3 * plane, v3, n);
   }
 }
