@@ -47,6 +47,13 @@ export const normCases: OpCase<NormP>[] = [
     tolFd: 1e-5, // near-constant channels at eps 1e-6, as for normalizeLastAxis below
   },
   {
+    // BatchNorm2d's running statistics: [mean; biased variance] per channel, not differentiable
+    name: 'channelMoments: [N, C], [N, C, L], [N, C, H, W]',
+    arb: channelsArb.map(({ x }) => ({ inputs: [x], params: { eps: 0 } })),
+    f: ([x]) => T.channelMoments(x as T.Tensor),
+    noGrad: true,
+  },
+  {
     // its fused backward, and that backward's own VJP (derived by hand in prims/norm.ts): x and g both differentiated
     name: 'normalizeChannelsGrad: x and the cotangent g',
     arb: channelsArb.chain(({ x, eps }) =>

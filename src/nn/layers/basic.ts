@@ -115,14 +115,14 @@ export class BatchNorm2d extends Module {
         this.eps,
       );
     }
-    const axes = [0, 2, 3];
     const n = x.size / this.numFeatures;
     const m = this.momentum;
     // the running buffers take no gradient; the output's statistics are recomputed inside the fused normalisation
     const updates = noGrad(() =>
       T.tidy(() => {
-        const mean = T.mean(x, axes);
-        const varB = T.variance(x, axes, { correction: 0 });
+        const moments = T.channelMoments(x);
+        const mean = T.reshape(T.slice(moments, [[0, 1]]), [this.numFeatures]);
+        const varB = T.reshape(T.slice(moments, [[1, 2]]), [this.numFeatures]);
         return [
           T.add(T.mul(this.runningMean.value, 1 - m), T.mul(mean, m)),
           T.add(T.mul(this.runningVar.value, 1 - m), T.mul(varB, (m * n) / Math.max(n - 1, 1))),

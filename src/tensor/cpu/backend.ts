@@ -45,6 +45,7 @@ const WRITES_ALL = new Set([
   'normalizeLastAxis',
   'normalizeChannels',
   'normalizeChannelsGrad',
+  'channelMoments',
 ]);
 
 function fresh(dtype: DType, n: number): TypedArray {

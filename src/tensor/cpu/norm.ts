@@ -49,6 +49,7 @@ function channelStats(
   c: number,
   s: number,
   eps: number,
+  variance?: Float64Array,
 ): [Float64Array, Float64Array] {
   const sum = new Float64Array(c);
   const sq = new Float64Array(c);
@@ -75,6 +76,7 @@ function channelStats(
     const v = Math.max(0, (sq[ch] as number) / count - md * md);
     mean[ch] = (x[ch * s] as number) + md;
     rstd[ch] = 1 / Math.sqrt(v + eps);
+    if (variance) variance[ch] = v;
   }
   return [mean, rstd];
 }
@@ -143,4 +145,19 @@ const normalizeChannelsGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outSh
   }
 };
 
-export const normKernels: Record<string, CpuKernel> = { normalizeLastAxis, normalizeChannels, normalizeChannelsGrad };
+/** channelMoments: [mean_c; biased var_c] of x [N, C, ...]. */
+const channelMoments: CpuKernel = (ins, _attrs, out) => {
+  const x = ins[0] as CpuArg;
+  const [n, c, s] = channelDims(x.shape);
+  const variance = new Float64Array(c);
+  const [mean] = channelStats(x.data, n, c, s, 0, variance);
+  out.set(mean, 0);
+  out.set(variance, c);
+};
+
+export const normKernels: Record<string, CpuKernel> = {
+  normalizeLastAxis,
+  normalizeChannels,
+  normalizeChannelsGrad,
+  channelMoments,
+};

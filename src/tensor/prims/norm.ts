@@ -114,3 +114,16 @@ export function normalizeChannelsGrad(x: Tensor, g: Tensor, eps = 1e-5): Tensor 
   }
   return apply(normalizeChannelsGradPrim, [x, g], { eps }, x.shape);
 }
+
+/**
+ * Per-channel batch statistics [2, C]: row 0 the mean and row 1 the biased variance of each channel (axis 1) over
+ * every other axis, in one pass. What BatchNorm2d's running buffers need in training, without the four passes (mean,
+ * subtract, square, sum) of the composite. Not differentiable: the running buffers take no gradient.
+ */
+export const channelMomentsPrim: Prim<NormalizeAttrs> = { name: 'channelMoments' };
+
+export function channelMoments(x: Tensor): Tensor {
+  checkChannels('channelMoments', x, 0);
+  if (x.size === 0) throw new Error(`channelMoments: x ${fmt(x.shape)} has no elements; statistics need at least one`);
+  return apply(channelMomentsPrim, [x], { eps: 0 }, [2, x.shape[1] as number]);
+}

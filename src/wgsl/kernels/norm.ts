@@ -118,11 +118,14 @@ const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape
 };
 
 /**
- * normalizeChannels (grad = false) and normalizeChannelsGrad (grad = true): the same row kernel with a channel as the
- * row. Channel c's n = N*S elements sit at (i / S)*C*S + c*S + i % S; params [C, n, eps, S]. The backward recomputes
+ * normalizeChannels, normalizeChannelsGrad and channelMoments: the same row kernel with a channel as the row (moments
+ * writes the mean and biased variance, lane 0 of each channel). Channel c's n = N*S elements sit at (i / S)*C*S + c*S + i % S; params [C, n, eps, S]. The backward recomputes
  * the statistics from x (in0), sums g (in1) and g y in one sweep, then writes rstd (g - mean(g) - y mean(g y)).
  */
-function channelCode(lanes: number, wg: number, grad: boolean): string {
+type ChannelMode = 'forward' | 'grad' | 'moments';
+
+function channelCode(lanes: number, wg: number, mode: ChannelMode): string {
+  const grad = mode === 'grad';
   const kahan = (acc: string, comp: string, v: string) => `{
     let y_ = (${v}) - ${comp};
     let t_ = ${acc} + y_;
@@ -154,9 +157,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = (in0[at(row, i)] - k) - m;
     ${kahan('acc', 'comp', 'd * d')}
   }
-  let rstd = 1.0 / sqrt(row_sum(lid, lane, acc - comp) / f32(n) + PF(2u));
+  let variance = row_sum(lid, lane, acc - comp) / f32(n);
+  let rstd = 1.0 / sqrt(variance + PF(2u));
 ${
-  grad
+  mode === 'moments'
+    ? `  if (lane == 0u && row < P(0u)) {
+    out[row] = k + m;
+    out[P(0u) + row] = variance;
+  }`
+    : grad
     ? `  var ga = 0.0;
   var gc = 0.0;
   var gya = 0.0;
@@ -183,22 +192,22 @@ ${
 `;
 }
 
-function channelKernel(grad: boolean): WgslKernel {
-  return (ctx, ins, attrs: NormalizeAttrs, outShape, out) => {
-    const c = outShape[1] as number;
-    const s = sizeOf(outShape.slice(2));
-    const n = (outShape[0] as number) * s;
+function channelKernel(name: string, mode: ChannelMode): WgslKernel {
+  return (ctx, ins, attrs: NormalizeAttrs, _outShape, out) => {
+    const xShape = ins[0]?.shape as readonly number[];
+    const c = xShape[1] as number;
+    const s = sizeOf(xShape.slice(2));
+    const n = (xShape[0] as number) * s;
     if (c * n === 0) return;
     const wg = normTuning.wg;
     const lanes = normLanes(n, wg);
-    const name = grad ? 'normalizeChannelsGrad' : 'normalizeChannels';
     ctx.dispatch(
       {
         key: `${name}:l${lanes}:w${wg}`,
-        nInputs: grad ? 2 : 1,
+        nInputs: mode === 'grad' ? 2 : 1,
         grid: grid1d(c, wg / lanes),
         params: [c, n, f32bits(attrs.eps), s],
-        code: () => channelCode(lanes, wg, grad),
+        code: () => channelCode(lanes, wg, mode),
       },
       ins.map((t) => bufOf(t)),
       out,
@@ -208,6 +217,7 @@ function channelKernel(grad: boolean): WgslKernel {
 
 export const normKernels: Record<string, WgslKernel> = {
   normalizeLastAxis,
-  normalizeChannels: channelKernel(false),
-  normalizeChannelsGrad: channelKernel(true),
+  normalizeChannels: channelKernel('normalizeChannels', 'forward'),
+  normalizeChannelsGrad: channelKernel('normalizeChannelsGrad', 'grad'),
+  channelMoments: channelKernel('channelMoments', 'moments'),
 };
