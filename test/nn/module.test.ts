@@ -86,8 +86,11 @@ describe('Module', () => {
     );
     const [gx, gw, gb] = vjpFn(w) as [T.Tensor, T.Tensor, T.Tensor];
     // the values were printed to 12 decimals
-    const close = (got: ArrayLike<number>, want: number[]) =>
-      want.forEach((v, i) => expect(Math.abs((got[i] as number) - v), `${i}: ${got[i]} vs ${v}`).toBeLessThan(1e-11));
+    const close = (got: ArrayLike<number>, want: number[]) => {
+      for (const [i, v] of want.entries()) {
+        expect(Math.abs((got[i] as number) - v), `${i}: ${got[i]} vs ${v}`).toBeLessThan(1e-11);
+      }
+    };
     close(
       out.dataSync(),
       [

@@ -166,7 +166,7 @@ ${
     out[P(0u) + row] = variance;
   }`
     : grad
-    ? `  var ga = 0.0;
+      ? `  var ga = 0.0;
   var gc = 0.0;
   var gya = 0.0;
   var gyc = 0.0;
@@ -183,7 +183,7 @@ ${
     let y = ((in0[j] - k) - m) * rstd;
     out[j] = rstd * ((in1[j] - gm) - y * gym);
   }`
-    : `  for (var i = lane; i < n; i += ${lanes}u) {
+      : `  for (var i = lane; i < n; i += ${lanes}u) {
     let j = at(row, i);
     out[j] = ((in0[j] - k) - m) * rstd;
   }`

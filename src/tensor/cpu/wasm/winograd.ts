@@ -108,6 +108,56 @@ function filterTransform(
   }
 }
 
+/** V = B^T d B of `cnt` images from `x` (channel `c0` of the first at x), `cin` channels split across threads. */
+function inputTransform(
+  rt: WasmRuntime,
+  threads: number,
+  x: number,
+  inImage: number,
+  cnt: number,
+  cin: number,
+  geom: [h: number, w: number, ph: number, pw: number, tH: number, tW: number],
+  v: number,
+  ld: number,
+): void {
+  const [h, w] = geom;
+  const calls: WasmCall[] = [];
+  const parts = Math.min(threads, cin);
+  for (let t = 0; t < parts; t++) {
+    const [c0, c1] = partRange(cin, parts, t);
+    if (c1 <= c0) continue;
+    const args = [x + 4 * c0 * h * w, inImage, cnt, c1 - c0, ...geom, v + 4 * c0 * ld, ld, cin * ld];
+    calls.push({ fn: 'winogradInputImages', args: [...args, rt.workspace(calls.length)] });
+  }
+  runCalls(rt, calls);
+}
+
+/** An operand of the 16 products: its first matrix, the bytes between matrices, its leading dimension. */
+type Batched = [ptr: number, step: number, ld: number];
+
+/** C_q (+)= A_q op(B_q) for q = 0..15, the products shared out among threads by q (each whole on one thread). */
+function gemms16(
+  rt: WasmRuntime,
+  threads: number,
+  [m, n, k]: [number, number, number],
+  a: Batched,
+  b: Batched,
+  transB: boolean,
+  c: Batched,
+  accumulate: boolean,
+): void {
+  const calls: WasmCall[] = [];
+  const parts = Math.min(threads, 16);
+  for (let t = 0; t < parts; t++) {
+    const [q0, q1] = partRange(16, parts, t);
+    if (q1 <= q0) continue;
+    const at = (o: Batched): number[] => [o[0] + q0 * o[1], o[1], o[2]];
+    const args = [q1 - q0, m, n, k, ...at(a), ...at(b), +transB, ...at(c), +accumulate, rt.workspace(calls.length)];
+    calls.push({ fn: 'sgemmBatch', args });
+  }
+  runCalls(rt, calls);
+}
+
 function run(
   rt: WasmRuntime,
   policy: ThreadPolicy,
@@ -141,30 +191,12 @@ function run(
     for (let b0 = 0; b0 < p.n; b0 += nb) {
       const cnt = Math.min(nb, p.n - b0);
       const ld = cnt * tiles;
-      // V = B^T d B, channels split across threads
-      const vIn: WasmCall[] = [];
-      const partsIn = Math.min(threads, p.cin);
-      for (let t = 0; t < partsIn; t++) {
-        const [c0, c1] = partRange(p.cin, partsIn, t);
-        if (c1 <= c0) continue;
-        const xAt = xPtr + inImage * b0 + 4 * (gi * p.cin + c0) * p.h * p.w;
-        const args = [xAt, inImage, cnt, c1 - c0, p.h, p.w, p.ph, p.pw, tH, tW, vPtr + 4 * c0 * ld, ld, p.cin * ld];
-        vIn.push({ fn: 'winogradInputImages', args: [...args, rt.workspace(vIn.length)] });
-      }
-      runCalls(rt, vIn);
-      // M[xi] = U[xi] V[xi], the 16 products shared out by xi
-      const mm: WasmCall[] = [];
-      const partsMm = Math.min(threads, 16);
-      for (let t = 0; t < partsMm; t++) {
-        const [q0, q1] = partRange(16, partsMm, t);
-        if (q1 <= q0) continue;
-        const a = [uPtr + 4 * q0 * p.kout * p.cin, 4 * p.kout * p.cin, p.cin];
-        const b = [vPtr + 4 * q0 * p.cin * ld, 4 * p.cin * ld, ld];
-        const c = [mPtr + 4 * q0 * p.kout * ld, 4 * p.kout * ld, ld];
-        const args = [q1 - q0, p.kout, ld, p.cin, ...a, ...b, 0, ...c, 0, rt.workspace(mm.length)];
-        mm.push({ fn: 'sgemmBatch', args });
-      }
-      runCalls(rt, mm);
+      const xAt = xPtr + inImage * b0 + 4 * gi * p.cin * p.h * p.w;
+      inputTransform(rt, threads, xAt, inImage, cnt, p.cin, [p.h, p.w, p.ph, p.pw, tH, tW], vPtr, ld);
+      // M[xi] = U[xi] V[xi]
+      const uB = [uPtr, 4 * p.kout * p.cin, p.cin] as Batched;
+      const vB = [vPtr, 4 * p.cin * ld, ld] as Batched;
+      gemms16(rt, threads, [p.kout, ld, p.cin], uB, vB, false, [mPtr, 4 * p.kout * ld, ld], false);
       // Y = A^T M A into the output images, channels split across threads
       const yOut: WasmCall[] = [];
       const partsOut = Math.min(threads, p.kout);
@@ -285,16 +317,8 @@ export function winogradConv2dWeight(
       const cnt = Math.min(nb, d.n - b0);
       const ld = cnt * tiles;
       // V = B^T d B of the input, then Mg = A dY A^T of the output gradient, channels split across threads
-      const vIn: WasmCall[] = [];
-      const partsIn = Math.min(threads, cin);
-      for (let t = 0; t < partsIn; t++) {
-        const [c0, c1] = partRange(cin, partsIn, t);
-        if (c1 <= c0) continue;
-        const xAt = xPtr + inImage * b0 + 4 * (gi * cin + c0) * d.h * d.w;
-        const args = [xAt, inImage, cnt, c1 - c0, d.h, d.w, ph, pw, tH, tW, vPtr + 4 * c0 * ld, ld, cin * ld];
-        vIn.push({ fn: 'winogradInputImages', args: [...args, rt.workspace(vIn.length)] });
-      }
-      runCalls(rt, vIn);
+      const xAt = xPtr + inImage * b0 + 4 * gi * cin * d.h * d.w;
+      inputTransform(rt, threads, xAt, inImage, cnt, cin, [d.h, d.w, ph, pw, tH, tW], vPtr, ld);
       const mg: WasmCall[] = [];
       const partsG = Math.min(threads, kout);
       for (let t = 0; t < partsG; t++) {
@@ -305,19 +329,10 @@ export function winogradConv2dWeight(
         mg.push({ fn: 'winogradGradOutputImages', args: [...args, rt.workspace(mg.length)] });
       }
       runCalls(rt, mg);
-      // dU[xi] (+)= Mg[xi] V[xi]^T, the 16 products shared out by xi
-      const mm: WasmCall[] = [];
-      const partsMm = Math.min(threads, 16);
-      for (let t = 0; t < partsMm; t++) {
-        const [q0, q1] = partRange(16, partsMm, t);
-        if (q1 <= q0) continue;
-        const a = [mPtr + 4 * q0 * kout * ld, 4 * kout * ld, ld];
-        const b = [vPtr + 4 * q0 * cin * ld, 4 * cin * ld, ld];
-        const c = [duPtr + 4 * q0 * kout * cin, 4 * kout * cin, cin];
-        const args = [q1 - q0, kout, cin, ld, ...a, ...b, 1, ...c, b0 > 0 ? 1 : 0, rt.workspace(mm.length)];
-        mm.push({ fn: 'sgemmBatch', args });
-      }
-      runCalls(rt, mm);
+      // dU[xi] (+)= Mg[xi] V[xi]^T
+      const mgB = [mPtr, 4 * kout * ld, ld] as Batched;
+      const vB = [vPtr, 4 * cin * ld, ld] as Batched;
+      gemms16(rt, threads, [kout, cin, ld], mgB, vB, true, [duPtr, 4 * kout * cin, cin], b0 > 0);
     }
     // dW = G^T dU G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
     const du = rt.f32(duPtr, 16 * kout * cin);
