@@ -35,11 +35,25 @@ export function purifiedSetSeconds(log: readonly { seconds: number; shard?: stri
   return [...byShard.values()].reduce((a, l) => a + trainingSeconds(l), 0);
 }
 
-function readLog(path: string): { step: number; loss: number; seconds: number }[] {
+/** A training run's log.jsonl line (train classifier / train score). */
+interface TrainLogLine {
+  step: number;
+  loss: number;
+  seconds: number;
+}
+
+/** A purified set's log.jsonl line (train purified): no step or loss. */
+interface PurifiedLogLine {
+  batch: number;
+  seconds: number;
+  shard?: string;
+}
+
+function readLog<L>(path: string): L[] {
   return readFileSync(path, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as { step: number; loss: number; seconds: number });
+    .map((l) => JSON.parse(l) as L);
 }
 
 /** Writes `net`'s state dict to `weightsPath` (safetensors) and `<weightsPath minus .safetensors>.json`. */
@@ -56,7 +70,7 @@ export function writeShipped(
   writeSafetensors(weightsPath, sd, { format: 'pt', source: 'diffpure-ts train' });
   const sha256 = createHash('sha256').update(readFileSync(weightsPath)).digest('hex');
   // the log may run past the checkpoint (a run stopped between checkpoints): count only the steps the weights hold
-  const log = readLog(join(runDir, 'log.jsonl')).filter((r) => r.step <= step);
+  const log = readLog<TrainLogLine>(join(runDir, 'log.jsonl')).filter((r) => r.step <= step);
   const metricsPath = join(runDir, 'metrics.json');
   // a fine-tune (--init) names the checkpoint it started from and that run's training seconds up to it
   const initPath = join(runDir, 'init.json');
@@ -64,7 +78,9 @@ export function writeShipped(
     ? (JSON.parse(readFileSync(initPath, 'utf8')) as { from: string; step: number; sha256: string })
     : null;
   const initSeconds = init
-    ? Math.round(trainingSeconds(readLog(join(init.from, 'log.jsonl')).filter((r) => r.step <= init.step)))
+    ? Math.round(
+        trainingSeconds(readLog<TrainLogLine>(join(init.from, 'log.jsonl')).filter((r) => r.step <= init.step)),
+      )
     : 0;
   // a classifier fine-tuned on a purified training set names it and the seconds its purification took
   const runJson = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as { purified?: string };
@@ -73,7 +89,7 @@ export function writeShipped(
       ? {
           from: runJson.purified,
           ...JSON.parse(readFileSync(join(runJson.purified, 'run.json'), 'utf8')),
-          seconds: Math.round(purifiedSetSeconds(readLog(join(runJson.purified, 'log.jsonl')))),
+          seconds: Math.round(purifiedSetSeconds(readLog<PurifiedLogLine>(join(runJson.purified, 'log.jsonl')))),
         }
       : null;
   const manifest = {

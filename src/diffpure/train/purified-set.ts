@@ -18,6 +18,7 @@ import { readNpy, writeNpy } from '../../nn/io/npy.js';
 import { fromArray, type Tensor, tidy } from '../../tensor/index.js';
 import type { LabelledImages } from '../data/idx.js';
 import { RandomState } from '../data/numpy-random.js';
+import { type Shard, WHOLE } from '../eval/units.js';
 import { purify } from '../purify.js';
 import { differingKeys } from './run-folder.js';
 
@@ -67,7 +68,7 @@ export function buildPurifiedSet(
   train: LabelledImages,
   score: (x: Tensor, labels: Tensor) => Tensor,
   onBatch: (r: { batch: number; batches: number; seconds: number }) => void = () => {},
-  shard: { index: number; count: number } = { index: 0, count: 1 },
+  shard: Pick<Shard, 'index' | 'count'> = WHOLE,
 ): number {
   if (!(Number.isInteger(o.seed) && o.seed >= 0 && o.seed < MAX_PURIFIED_SEED))
     throw new Error(`--seed ${o.seed}: the purified set takes an integer seed in [0, ${MAX_PURIFIED_SEED})`);
