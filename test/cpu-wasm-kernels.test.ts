@@ -9,6 +9,7 @@ import * as T from '../src/index.js';
 import type { CpuBackend } from '../src/tensor/cpu/backend.js';
 import { configureGemm } from '../src/tensor/cpu/gemm.js';
 import { type CpuKernelKind, setCpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
+import { withKind } from './harness/kernels.js';
 
 let prevKind: CpuKernelKind;
 beforeAll(() => {
@@ -17,15 +18,6 @@ beforeAll(() => {
 afterAll(() => {
   setCpuKernelKind(prevKind);
 });
-
-const withKind = <R>(k: CpuKernelKind, fn: () => R): R => {
-  const prev = setCpuKernelKind(k);
-  try {
-    return fn();
-  } finally {
-    setCpuKernelKind(prev);
-  }
-};
 
 const OPS = { exp: T.exp, sigmoid: T.sigmoid, silu: T.silu };
 const REF: Record<'exp' | 'sigmoid' | 'silu', (x: number) => number> = {

@@ -10,6 +10,7 @@ import { configureGemm } from '../src/tensor/cpu/gemm.js';
 import { dims } from '../src/tensor/cpu/im2col.js';
 import { type CpuKernelKind, setCpuKernelKind } from '../src/tensor/cpu/wasm/select.js';
 import { configureWinograd, winogradApplies } from '../src/tensor/cpu/wasm/winograd.js';
+import { withKind } from './harness/kernels.js';
 
 let prevKind: CpuKernelKind;
 let prevWino: ReturnType<typeof configureWinograd>;
@@ -21,15 +22,6 @@ afterAll(() => {
   setCpuKernelKind(prevKind);
   configureWinograd(prevWino);
 });
-
-const withKind = <R>(k: CpuKernelKind, fn: () => R): R => {
-  const prev = setCpuKernelKind(k);
-  try {
-    return fn();
-  } finally {
-    setCpuKernelKind(prev);
-  }
-};
 
 /** conv2d's output and both gradients, and the float64 sums of |terms| each entry adds (the error scale). */
 function convAndGrads(x: T.Tensor, w: T.Tensor, opts: { padding: number; groups: number }, ctSeed: number) {

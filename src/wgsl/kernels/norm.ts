@@ -59,45 +59,6 @@ fn row_sum(lid: u32, lane: u32, v: f32) -> f32 {
 }`;
 }
 
-function code(lanes: number, wg: number): string {
-  return `${PARAMS_WGSL}${bindingsWgsl(1)}
-${lanes === 1 ? ROW_SUM_1 : rowSumTree(lanes, wg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let row = (wid.y * nwg.x + wid.x) * ${wg / lanes}u + lid / ${lanes}u;
-  let lane = lid % ${lanes}u;
-  // invocations past the last row still take part in every barrier, over an empty row
-  let n = select(0u, P(1u), row < P(0u));
-  let base = row * n;
-  var k = 0.0;
-  if (n > 0u) { k = in0[base]; }
-  var acc = 0.0;
-  var comp = 0.0;
-  for (var i = lane; i < n; i += ${lanes}u) {
-    let y = (in0[base + i] - k) - comp;
-    let t = acc + y;
-    comp = (t - acc) - y;
-    acc = t;
-  }
-  let m = row_sum(lid, lane, acc - comp) / f32(n);
-  acc = 0.0;
-  comp = 0.0;
-  for (var i = lane; i < n; i += ${lanes}u) {
-    let d = (in0[base + i] - k) - m;
-    let y = d * d - comp;
-    let t = acc + y;
-    comp = (t - acc) - y;
-    acc = t;
-  }
-  let rstd = 1.0 / sqrt(row_sum(lid, lane, acc - comp) / f32(n) + PF(2u));
-  for (var i = lane; i < n; i += ${lanes}u) {
-    out[base + i] = ((in0[base + i] - k) - m) * rstd;
-  }
-}
-`;
-}
-
 const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape, out) => {
   const n = outShape[outShape.length - 1] as number;
   const rows = sizeOf(outShape) / n;
@@ -110,7 +71,7 @@ const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape
       // wg / lanes rows per workgroup, folded into 2-D past 65535 workgroups
       grid: grid1d(rows, wg / lanes),
       params: [rows, n, f32bits(attrs.eps)],
-      code: () => code(lanes, wg),
+      code: () => rowCode(lanes, wg, 'forward', 'rows'),
     },
     [bufOf(ins[0]!)],
     out,
@@ -124,7 +85,12 @@ const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape
  */
 type ChannelMode = 'forward' | 'grad' | 'moments';
 
-function channelCode(lanes: number, wg: number, mode: ChannelMode): string {
+/**
+ * The row kernel: each row (a last-axis row for normalizeLastAxis, a channel for the others) reduced by `lanes` lanes,
+ * three or four sweeps. Element i of row r sits at r * n + i ('rows', params [rows, n, eps]) or at
+ * (i / S) * C * S + r * S + i % S ('channels', params [C, n = N * S, eps, S]).
+ */
+function rowCode(lanes: number, wg: number, mode: ChannelMode, layout: 'rows' | 'channels'): string {
   const grad = mode === 'grad';
   const kahan = (acc: string, comp: string, v: string) => `{
     let y_ = (${v}) - ${comp};
@@ -135,15 +101,14 @@ function channelCode(lanes: number, wg: number, mode: ChannelMode): string {
   return `${PARAMS_WGSL}${bindingsWgsl(grad ? 2 : 1)}
 ${lanes === 1 ? ROW_SUM_1 : rowSumTree(lanes, wg)}
 fn at(row: u32, i: u32) -> u32 {
-  let s = P(3u);
-  return (i / s) * P(0u) * s + row * s + i % s;
+${layout === 'rows' ? '  return row * P(1u) + i;' : '  let s = P(3u);\n  return (i / s) * P(0u) * s + row * s + i % s;'}
 }
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let row = (wid.y * nwg.x + wid.x) * ${wg / lanes}u + lid / ${lanes}u;
   let lane = lid % ${lanes}u;
-  // invocations past the last channel still take part in every barrier, over an empty row
+  // invocations past the last row still take part in every barrier, over an empty row
   let n = select(0u, P(1u), row < P(0u));
   var k = 0.0;
   if (n > 0u) { k = in0[at(row, 0u)]; }
@@ -207,7 +172,7 @@ function channelKernel(name: string, mode: ChannelMode): WgslKernel {
         nInputs: mode === 'grad' ? 2 : 1,
         grid: grid1d(c, wg / lanes),
         params: [c, n, f32bits(attrs.eps), s],
-        code: () => channelCode(lanes, wg, mode),
+        code: () => rowCode(lanes, wg, mode, 'channels'),
       },
       ins.map((t) => bufOf(t)),
       out,
