@@ -40,6 +40,15 @@ const channelsArb = fc
 
 export const normCases: OpCase<NormP>[] = [
   {
+    // group and layer norm's fused backward, and its own VJP: x and the cotangent g both differentiated
+    name: 'normalizeLastAxisGrad: x and the cotangent g, short rows',
+    arb: rowsOf(shapeArb(0, 3, 64, 17), dimArb(65)).chain(({ inputs: [x], params }) =>
+      tensorArb((x as { shape: number[] }).shape).map((g) => ({ inputs: [x, g], params })),
+    ),
+    f: ([x, g], p) => T.normalizeLastAxisGrad(x as T.Tensor, g as T.Tensor, p.eps),
+    tolFd: 1e-5, // near-constant rows at eps 1e-6, as for normalizeLastAxis below
+  },
+  {
     // batch norm's training normalisation (BatchNorm2d runs on it), statistics over every axis but 1
     name: 'normalizeChannels: [N, C], [N, C, L], [N, C, H, W]',
     arb: channelsArb.map(({ x, eps }) => ({ inputs: [x], params: { eps } })),

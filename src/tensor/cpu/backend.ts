@@ -43,6 +43,7 @@ const WRITES_ALL = new Set([
   'matmul',
   'conv2d',
   'normalizeLastAxis',
+  'normalizeLastAxisGrad',
   'normalizeChannels',
   'normalizeChannelsGrad',
   'channelMoments',

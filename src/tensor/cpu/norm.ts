@@ -1,4 +1,4 @@
-// normalizeLastAxis, normalizeChannels and its backward on cpu.
+// normalizeLastAxis, normalizeChannels, their backwards and channelMoments on cpu.
 // normalizeLastAxis: per row, the mean and then the variance of the deviations (two
 // passes), both accumulated in float64 whatever the dtype, so a float32 output carries one
 // rounding. Two passes rather than E[x^2] - E[x]^2: the one-pass form cancels when |mean| >> std.
@@ -6,34 +6,77 @@
 import type { NormalizeAttrs } from '../prims/norm.js';
 import type { CpuArg, CpuKernel } from './kernel.js';
 
+/**
+ * The mean and rsqrt(var + eps) of x[o .. o + n). Kahan-compensated: a plain float64 sum of n terms errs by
+ * ~n eps64 |x|, which float64 finite differences of long rows (step 1e-6) would amplify past their 1e-6 tolerance.
+ */
+function rowStats(x: ArrayLike<number>, o: number, n: number, eps: number): [number, number] {
+  let s = 0;
+  let c = 0;
+  for (let i = 0; i < n; i++) {
+    const v = (x[o + i] as number) - c;
+    const t = s + v;
+    c = t - s - v;
+    s = t;
+  }
+  const m = s / n;
+  let ss = 0;
+  c = 0;
+  for (let i = 0; i < n; i++) {
+    const d = (x[o + i] as number) - m;
+    const v = d * d - c;
+    const t = ss + v;
+    c = t - ss - v;
+    ss = t;
+  }
+  return [m, 1 / Math.sqrt(ss / n + eps)];
+}
+
 const normalizeLastAxis: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
   const x = (ins[0] as CpuArg).data;
   const n = outShape[outShape.length - 1] as number;
   if (n === 0) return;
   const rows = out.length / n;
   for (let r = 0, o = 0; r < rows; r++, o += n) {
-    // Kahan-compensated: a plain float64 sum of n terms errs by ~n eps64 |x|, which float64
-    // finite differences of long rows (step 1e-6) would amplify past their 1e-6 tolerance
-    let s = 0;
-    let c = 0;
-    for (let i = 0; i < n; i++) {
-      const v = (x[o + i] as number) - c;
-      const t = s + v;
-      c = t - s - v;
-      s = t;
-    }
-    const m = s / n;
-    let ss = 0;
-    c = 0;
-    for (let i = 0; i < n; i++) {
-      const d = (x[o + i] as number) - m;
-      const v = d * d - c;
-      const t = ss + v;
-      c = t - ss - v;
-      ss = t;
-    }
-    const rstd = 1 / Math.sqrt(ss / n + attrs.eps);
+    const [m, rstd] = rowStats(x, o, n, attrs.eps);
     for (let i = 0; i < n; i++) out[o + i] = ((x[o + i] as number) - m) * rstd;
+  }
+};
+
+/** normalizeLastAxisGrad: dx = rstd (g - mean(g) - y mean(g y)) per row, y recomputed from x. */
+const normalizeLastAxisGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
+  const x = (ins[0] as CpuArg).data;
+  const g = (ins[1] as CpuArg).data;
+  const n = outShape[outShape.length - 1] as number;
+  if (n === 0) return;
+  const rows = out.length / n;
+  for (let r = 0, o = 0; r < rows; r++, o += n) {
+    // one pass for the statistics (shifted by the row's first element, as channelStats below): the backward needs
+    // them to float32's accuracy, not to the forward's float64 finite-difference standard
+    const k = x[o] as number;
+    let sd = 0;
+    let sq = 0;
+    for (let i = 0; i < n; i++) {
+      const d = (x[o + i] as number) - k;
+      sd += d;
+      sq += d * d;
+    }
+    const md = sd / n;
+    const m = k + md;
+    const rstd = 1 / Math.sqrt(Math.max(0, sq / n - md * md) + attrs.eps);
+    let a = 0;
+    let ay = 0;
+    for (let i = 0; i < n; i++) {
+      const gi = g[o + i] as number;
+      a += gi;
+      ay += gi * ((x[o + i] as number) - m);
+    }
+    const gm = a / n;
+    const gym = (ay * rstd) / n;
+    for (let i = 0; i < n; i++) {
+      const y = ((x[o + i] as number) - m) * rstd;
+      out[o + i] = rstd * ((g[o + i] as number) - gm - y * gym);
+    }
   }
 };
 
@@ -157,6 +200,7 @@ const channelMoments: CpuKernel = (ins, _attrs, out) => {
 
 export const normKernels: Record<string, CpuKernel> = {
   normalizeLastAxis,
+  normalizeLastAxisGrad,
   normalizeChannels,
   normalizeChannelsGrad,
   channelMoments,

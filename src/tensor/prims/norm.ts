@@ -17,31 +17,75 @@ export interface NormalizeAttrs {
 
 /**
  * With y = (x - m) r, r = rsqrt(v + eps), over a row of n elements:
- *   dL/dx = r (g - mean(g) - y mean(g y)).
- * Only y is kept by the graph, so r is recomputed from x (two-pass, as the forward does):
- * deriving it from y alone (1 - mean(y^2) = eps r^2) cancels catastrophically when v >> eps.
+ *   dL/dx = r (g - mean(g) - y mean(g y)),
+ * one fused primitive (normalizeLastAxisGrad) where the composite took about ten passes: group norm's backward was the
+ * largest elementwise cost of a DDPM++ training step. Only y is kept by the graph, so r is recomputed from x (two-pass,
+ * as the forward does): deriving it from y alone (1 - mean(y^2) = eps r^2) cancels catastrophically when v >> eps.
  */
 export const normalizePrim: Prim<NormalizeAttrs> = {
   name: 'normalizeLastAxis',
-  vjp: (g, { inputs, output: y, attrs }) => {
-    const x = inputs[0] as Tensor;
-    const d = sub(x, mean(x, -1, true));
-    const r = rsqrt(add(mean(square(d), -1, true), attrs.eps));
-    const inner = sub(sub(g, mean(g, -1, true)), mul(y, mean(mul(g, y), -1, true)));
-    return [mul(inner, r)];
-  },
+  vjp: (g, { inputs, attrs }) => [normalizeLastAxisGrad(inputs[0] as Tensor, g, attrs.eps)],
 };
+
+/**
+ * The VJP of a normalisation's backward G(x, g) = r (g - mean(g) - y mean(g y)), the means over the normalised
+ * elements (`meanOf`, kept as broadcastable). G = r Q g with Q = I - 11^T/n - y y^T/n symmetric, so
+ * d<c, G>/dg = G(x, c); and
+ *   d<c, G>/dx = -r (mean(c G) y + mean(g y) G(x, c) + mean(c y) G)
+ * (derived by hand; test/cases/norm.ts checks it against float64 finite differences).
+ */
+function normGradVjp(
+  meanOf: (t: Tensor) => Tensor,
+  normalize: (x: Tensor, eps: number) => Tensor,
+  grad: (x: Tensor, g: Tensor, eps: number) => Tensor,
+): NonNullable<Prim<NormalizeAttrs>['vjp']> {
+  return (c, { inputs, output: gOut, attrs }) => {
+    const [x, g] = inputs as [Tensor, Tensor];
+    const gc = grad(x, c, attrs.eps);
+    if (!x.requiresGrad) return [null, gc];
+    const y = normalize(x, attrs.eps);
+    const r = rsqrt(add(meanOf(square(sub(x, meanOf(x)))), attrs.eps));
+    const inner = add(add(mul(meanOf(mul(c, gOut)), y), mul(meanOf(mul(g, y)), gc)), mul(meanOf(mul(c, y)), gOut));
+    return [mul(mul(r, inner), -1), g.requiresGrad ? gc : null];
+  };
+}
+
+export const normalizeLastAxisGradPrim: Prim<NormalizeAttrs> = {
+  name: 'normalizeLastAxisGrad',
+  vjp: normGradVjp(
+    (t) => mean(t, -1, true),
+    (x, eps) => normalizeLastAxis(x, eps),
+    (x, g, eps) => normalizeLastAxisGrad(x, g, eps),
+  ),
+};
+
+/** The VJP of normalizeLastAxis at x for the output cotangent g, as one fused primitive. */
+export function normalizeLastAxisGrad(x: Tensor, g: Tensor, eps = 1e-5): Tensor {
+  checkLastAxis('normalizeLastAxisGrad', x, eps);
+  checkSameShape('normalizeLastAxisGrad', x, g);
+  return apply(normalizeLastAxisGradPrim, [x, g], { eps }, x.shape);
+}
+
+function checkLastAxis(op: string, x: Tensor, eps: number): void {
+  if (!(x instanceof Tensor)) throw new Error(`${op}: argument x must be a Tensor`);
+  if (x.rank === 0) throw new Error(`${op}: x must have at least one axis, got a scalar`);
+  if (!(eps >= 0) || !Number.isFinite(eps)) {
+    throw new Error(`${op}: eps must be a finite number >= 0, got ${eps} (x ${fmt(x.shape)})`);
+  }
+}
+
+function checkSameShape(op: string, x: Tensor, g: Tensor): void {
+  if (!(g instanceof Tensor) || g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) {
+    throw new Error(`${op}: g must have x's shape ${fmt(x.shape)}, got ${fmt((g as Tensor)?.shape)}`);
+  }
+}
 
 /**
  * (x - mean) / sqrt(var + eps) along the last axis, var biased (divided by n), as torch's
  * layer_norm/group_norm compute it. A row of length 1 has var 0 and gives 0.
  */
 export function normalizeLastAxis(x: Tensor, eps = 1e-5): Tensor {
-  if (!(x instanceof Tensor)) throw new Error('normalizeLastAxis: argument x must be a Tensor');
-  if (x.rank === 0) throw new Error('normalizeLastAxis: x must have at least one axis, got a scalar');
-  if (!(eps >= 0) || !Number.isFinite(eps)) {
-    throw new Error(`normalizeLastAxis: eps must be a finite number >= 0, got ${eps} (x ${fmt(x.shape)})`);
-  }
+  checkLastAxis('normalizeLastAxis', x, eps);
   return apply(normalizePrim, [x], { eps }, x.shape);
 }
 
@@ -66,27 +110,14 @@ function channelMean(t: Tensor): Tensor {
   );
 }
 
-/**
- * normalizeChannels' backward, G(x, g) = r (g - mean(g) - y mean(g y)) per channel, y = (x - m) r, with r recomputed
- * from x (see normalizePrim). G = r Q g with Q = I - 11^T/n - y y^T/n symmetric, so d<c, G>/dg = G(x, c); and
- *   d<c, G>/dx = -r (mean(c G) y + mean(g y) G(x, c) + mean(c y) G)
- * (derived by hand; test/cases/norm.ts checks it against float64 finite differences).
- */
+/** normalizeChannels' backward, G(x, g) = r (g - mean(g) - y mean(g y)) per channel; its VJP as normGradVjp's. */
 export const normalizeChannelsGradPrim: Prim<NormalizeAttrs> = {
   name: 'normalizeChannelsGrad',
-  vjp: (c, { inputs, output: gOut, attrs }) => {
-    const [x, g] = inputs as [Tensor, Tensor];
-    const gc = normalizeChannelsGrad(x, c, attrs.eps);
-    if (!x.requiresGrad) return [null, gc];
-    const y = normalizeChannels(x, attrs.eps);
-    const d = sub(x, channelMean(x));
-    const r = rsqrt(add(channelMean(square(d)), attrs.eps));
-    const inner = add(
-      add(mul(channelMean(mul(c, gOut)), y), mul(channelMean(mul(g, y)), gc)),
-      mul(channelMean(mul(c, y)), gOut),
-    );
-    return [mul(mul(r, inner), -1), g.requiresGrad ? gc : null];
-  },
+  vjp: normGradVjp(
+    channelMean,
+    (x, eps) => normalizeChannels(x, eps),
+    (x, g, eps) => normalizeChannelsGrad(x, g, eps),
+  ),
 };
 
 function checkChannels(op: string, x: Tensor, eps: number): void {
@@ -109,9 +140,7 @@ export function normalizeChannels(x: Tensor, eps = 1e-5): Tensor {
 /** The VJP of normalizeChannels at x for the output cotangent g, as one fused primitive. */
 export function normalizeChannelsGrad(x: Tensor, g: Tensor, eps = 1e-5): Tensor {
   checkChannels('normalizeChannelsGrad', x, eps);
-  if (!(g instanceof Tensor) || g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) {
-    throw new Error(`normalizeChannelsGrad: g must have x's shape ${fmt(x.shape)}, got ${fmt((g as Tensor)?.shape)}`);
-  }
+  checkSameShape('normalizeChannelsGrad', x, g);
   return apply(normalizeChannelsGradPrim, [x, g], { eps }, x.shape);
 }
 

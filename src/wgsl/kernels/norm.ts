@@ -59,24 +59,27 @@ fn row_sum(lid: u32, lane: u32, v: f32) -> f32 {
 }`;
 }
 
-const normalizeLastAxis: WgslKernel = (ctx, ins, attrs: NormalizeAttrs, outShape, out) => {
-  const n = outShape[outShape.length - 1] as number;
-  const rows = sizeOf(outShape) / n;
-  const wg = normTuning.wg;
-  const lanes = normLanes(n, wg);
-  ctx.dispatch(
-    {
-      key: `normalizeLastAxis:l${lanes}:w${wg}`,
-      nInputs: 1,
-      // wg / lanes rows per workgroup, folded into 2-D past 65535 workgroups
-      grid: grid1d(rows, wg / lanes),
-      params: [rows, n, f32bits(attrs.eps)],
-      code: () => rowCode(lanes, wg, 'forward', 'rows'),
-    },
-    [bufOf(ins[0]!)],
-    out,
-  );
-};
+function lastAxisKernel(name: string, mode: 'forward' | 'grad'): WgslKernel {
+  return (ctx, ins, attrs: NormalizeAttrs, outShape, out) => {
+    const n = outShape[outShape.length - 1] as number;
+    const rows = sizeOf(outShape) / n;
+    if (rows * n === 0) return;
+    const wg = normTuning.wg;
+    const lanes = normLanes(n, wg);
+    ctx.dispatch(
+      {
+        key: `${name}:l${lanes}:w${wg}`,
+        nInputs: mode === 'grad' ? 2 : 1,
+        // wg / lanes rows per workgroup, folded into 2-D past 65535 workgroups
+        grid: grid1d(rows, wg / lanes),
+        params: [rows, n, f32bits(attrs.eps)],
+        code: () => rowCode(lanes, wg, mode, 'rows'),
+      },
+      ins.map((t) => bufOf(t)),
+      out,
+    );
+  };
+}
 
 /**
  * normalizeChannels, normalizeChannelsGrad and channelMoments: the same row kernel with a channel as the row (moments
@@ -181,7 +184,8 @@ function channelKernel(name: string, mode: ChannelMode): WgslKernel {
 }
 
 export const normKernels: Record<string, WgslKernel> = {
-  normalizeLastAxis,
+  normalizeLastAxis: lastAxisKernel('normalizeLastAxis', 'forward'),
+  normalizeLastAxisGrad: lastAxisKernel('normalizeLastAxisGrad', 'grad'),
   normalizeChannels: channelKernel('normalizeChannels', 'forward'),
   normalizeChannelsGrad: channelKernel('normalizeChannelsGrad', 'grad'),
   channelMoments: channelKernel('channelMoments', 'moments'),
