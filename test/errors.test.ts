@@ -43,6 +43,24 @@ describe('shape mismatch', () => {
     expect(() => T.conv2d(f32([1, 3, 5, 5]), f32([4, 3, 3, 3]), f32([3]))).toThrow(/^conv2d: bias \[3\] must be \[4\]/);
   });
 
+  test('the fused normalisations: rank, the cotangent, eps, empty statistics', () => {
+    expect(() => T.normalizeChannels(f32([4]))).toThrow(/^normalizeChannels: x must be \[N, C, \.\.\.\], got \[4\]/);
+    expect(() => T.normalizeChannels(f32([2, 3]), -1)).toThrow(/^normalizeChannels: eps must be a finite number >= 0/);
+    expect(() => T.normalizeChannelsGrad(f32([2, 3, 4]), f32([2, 3]))).toThrow(
+      /^normalizeChannelsGrad: g must have x's shape \[2, 3, 4\], got \[2, 3\]/,
+    );
+    expect(() => T.normalizeChannelsGrad(f32([2, 3]), f64([2, 3]))).toThrow(
+      /^normalizeChannelsGrad: x is float32 but g is float64; cast one with astype\(\)/,
+    );
+    expect(() => T.normalizeLastAxisGrad(f32([]), f32([]))).toThrow(
+      /^normalizeLastAxisGrad: x must have at least one axis/,
+    );
+    expect(() => T.normalizeLastAxisGrad(f32([2, 5]), f32([5, 2]))).toThrow(
+      /^normalizeLastAxisGrad: g must have x's shape \[2, 5\], got \[5, 2\]/,
+    );
+    expect(() => T.channelMoments(f32([0, 3, 2]))).toThrow(/^channelMoments: x \[0, 3, 2\] has no elements/);
+  });
+
   test('conv2d: channels not divisible by groups', () => {
     expect(() => T.conv2d(f32([1, 6, 5, 5]), f32([4, 3, 3, 3]), undefined, { groups: 4 })).toThrow(
       /^conv2d: input \[1, 6, 5, 5\] and weight \[4, 3, 3, 3\] do not match groups=4/,

@@ -1,5 +1,7 @@
-// normalizeLastAxis: (x - mean) * rsqrt(var + eps) over the last axis, one fused primitive that
-// layerNorm and groupNorm reshape onto (their statistics are over one contiguous run of elements).
+// Fused normalisations. normalizeLastAxis: (x - mean) * rsqrt(var + eps) over the last axis, one primitive that
+// layerNorm and groupNorm reshape onto (their statistics are over one contiguous run of elements); normalizeChannels:
+// the same per channel (axis 1), batch norm in training; each with its backward as one primitive; channelMoments for
+// batch norm's running buffers.
 // The unfused composite of the same formula, normalizeComposite in composite/norm.ts, is the
 // reference it is tested against (test/norm.test.ts, test/webgpu/norm.test.ts); bench/norm.ts
 // measures what fusing buys.
@@ -78,6 +80,7 @@ function checkSameShape(op: string, x: Tensor, g: Tensor): void {
   if (!(g instanceof Tensor) || g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) {
     throw new Error(`${op}: g must have x's shape ${fmt(x.shape)}, got ${fmt((g as Tensor)?.shape)}`);
   }
+  if (g.dtype !== x.dtype) throw new Error(`${op}: x is ${x.dtype} but g is ${g.dtype}; cast one with astype()`);
 }
 
 /**
@@ -92,7 +95,8 @@ export function normalizeLastAxis(x: Tensor, eps = 1e-5): Tensor {
 /**
  * Batch norm's normalisation in training: y = (x - m_c) r_c per channel c (axis 1) over every other axis, with
  * r_c = rsqrt(v_c + eps), v_c biased, as torch.batch_norm(training=True) computes it before its affine. One fused
- * primitive (two passes for the statistics, one to write) where the composite took about nine, and its VJP is the
+ * primitive (one pass for the statistics on cpu, two on webgpu, one to write) where the composite took about nine, and
+ * its VJP is the
  * fused normalizeChannelsGrad (the composite's backward took about fifteen): a WRN training step spent a quarter of
  * its cpu time in batch norm's elementwise passes.
  */
