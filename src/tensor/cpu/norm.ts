@@ -43,43 +43,6 @@ const normalizeLastAxis: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape)
   }
 };
 
-/** normalizeLastAxisGrad: dx = rstd (g - mean(g) - y mean(g y)) per row, y recomputed from x. */
-const normalizeLastAxisGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
-  const x = (ins[0] as CpuArg).data;
-  const g = (ins[1] as CpuArg).data;
-  const n = outShape[outShape.length - 1] as number;
-  if (n === 0) return;
-  const rows = out.length / n;
-  for (let r = 0, o = 0; r < rows; r++, o += n) {
-    // one pass for the statistics (shifted by the row's first element, as channelStats below): the backward needs
-    // them to float32's accuracy, not to the forward's float64 finite-difference standard
-    const k = x[o] as number;
-    let sd = 0;
-    let sq = 0;
-    for (let i = 0; i < n; i++) {
-      const d = (x[o + i] as number) - k;
-      sd += d;
-      sq += d * d;
-    }
-    const md = sd / n;
-    const m = k + md;
-    const rstd = 1 / Math.sqrt(Math.max(0, sq / n - md * md) + attrs.eps);
-    let a = 0;
-    let ay = 0;
-    for (let i = 0; i < n; i++) {
-      const gi = g[o + i] as number;
-      a += gi;
-      ay += gi * ((x[o + i] as number) - m);
-    }
-    const gm = a / n;
-    const gym = (ay * rstd) / n;
-    for (let i = 0; i < n; i++) {
-      const y = ((x[o + i] as number) - m) * rstd;
-      out[o + i] = rstd * ((g[o + i] as number) - gm - y * gym);
-    }
-  }
-};
-
 /**
  * Per-channel statistics of x [N, C, S...] (S = the trailing axes flattened): the mean and rsqrt(var + eps), in one
  * float64 pass over values shifted by the channel's first element k: var = mean((x - k)^2) - mean(x - k)^2. With k
@@ -148,13 +111,20 @@ const normalizeChannels: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape)
   }
 };
 
-/** normalizeChannelsGrad: dx = rstd (g - mean(g) - y mean(g y)) per channel, y recomputed from x. */
-const normalizeChannelsGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
-  const x = (ins[0] as CpuArg).data;
-  const g = (ins[1] as CpuArg).data;
-  const [n, c, s] = channelDims(outShape);
+/**
+ * dx = rstd (g - mean(g) - y mean(g y)) per channel of [n, c, s] data, y recomputed from x: normalizeChannelsGrad,
+ * and normalizeLastAxisGrad as the same on [1, rows, row length] (a row is then a channel). The statistics take
+ * channelStats' one pass: the backward needs them to float32's accuracy, not the forward's finite-difference standard.
+ */
+function normalizeGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  out: { [i: number]: number },
+  [n, c, s]: [number, number, number],
+  eps: number,
+): void {
   if (n * c * s === 0) return;
-  const [mean, rstd] = channelStats(x, n, c, s, attrs.eps);
+  const [mean, rstd] = channelStats(x, n, c, s, eps);
   const gSum = new Float64Array(c);
   const gySum = new Float64Array(c);
   for (let b = 0; b < n; b++) {
@@ -186,6 +156,15 @@ const normalizeChannelsGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outSh
       }
     }
   }
+}
+
+const normalizeChannelsGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) =>
+  normalizeGrad((ins[0] as CpuArg).data, (ins[1] as CpuArg).data, out, channelDims(outShape), attrs.eps);
+
+const normalizeLastAxisGrad: CpuKernel = (ins, attrs: NormalizeAttrs, out, outShape) => {
+  const n = outShape[outShape.length - 1] as number;
+  const rows = n === 0 ? 0 : out.length / n;
+  normalizeGrad((ins[0] as CpuArg).data, (ins[1] as CpuArg).data, out, [1, rows, n], attrs.eps);
 };
 
 /** channelMoments: [mean_c; biased var_c] of x [N, C, ...]. */
